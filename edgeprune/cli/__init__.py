@@ -1,0 +1,69 @@
+"""The `edgeprune` command group.
+
+Commands load lazily from `edgeprune.cli.<name>` (each module exposes `command`), so
+`edgeprune --help` imports neither TensorFlow nor a runtime, and works with only the
+`[device]` extra. A command module that is not installed is simply not listed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+
+import click
+
+from edgeprune import __version__
+from edgeprune.errors import EdgepruneError
+
+# Order shown in --help: the pipeline's order.
+COMMANDS = ("train", "prune", "convert", "attack", "evaluate", "profile", "compare", "bench",
+            "info", "doctor")
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMANDS
+                if importlib.util.find_spec(f"edgeprune.cli.{name}") is not None]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.list_commands(ctx):
+            return None
+        return importlib.import_module(f"edgeprune.cli.{name}").command
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgepruneError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                               "max_content_width": 100})
+@click.version_option(__version__, prog_name="edgeprune")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Prune, convert, attack and profile Keras models for edge devices.
+
+    \b
+    Pipeline:  train -> prune -> convert -> attack -> evaluate -> profile -> compare
+    Grid:      bench runs a YAML suite of all stages, cached and resumable.
+    Models take float32 NHWC images in [0, 1] and return logits.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    # TensorFlow's C++ start-up chatter hides the one line a user needs.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main() -> None:
+    cli(prog_name="edgeprune")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

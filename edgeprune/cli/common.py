@@ -1,0 +1,54 @@
+"""Options and helpers shared by the command modules (light imports only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgeprune.errors import EdgepruneError
+
+
+def dataset_option(default: str = "digits"):
+    return click.option(
+        "--dataset", "-d", default=default, show_default=True,
+        help="digits (embedded, offline), cifar10, cifar100 (Keras download), npz:PATH, "
+             "dir:PATH (official CIFAR python batches) or svhn:PATH (.mat files).",
+    )
+
+
+def limit_options(func):
+    func = click.option("--limit-train", type=click.IntRange(min=1), default=None,
+                        help="Use a class-stratified subset of N training images.")(func)
+    func = click.option("--limit", "limit_test", type=click.IntRange(min=1), default=None,
+                        help="Use a class-stratified subset of N test images.")(func)
+    return func
+
+
+def seed_option(default: int = 0):
+    return click.option("--seed", type=int, default=default, show_default=True,
+                        help="Random seed, recorded in every output.")
+
+
+allow_unsafe_option = click.option(
+    "--allow-unsafe", is_flag=True,
+    help="Load .h5 models with Lambda layers or custom classes (runs code from the file).")
+
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+
+force_option = click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+
+
+def check_output(path: str | Path, *, force: bool, suffixes: tuple[str, ...] | None = None) -> Path:
+    """Refuse to clobber an existing output unless --force; check its suffix."""
+    path = Path(path)
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise EdgepruneError(f"{path}: output must end in {' or '.join(suffixes)}")
+    if path.exists() and not force:
+        raise EdgepruneError(f"{path} exists; pass --force to overwrite")
+    return path
+
+
+def sidecar(path: str | Path, suffix: str = ".json") -> Path:
+    """The report written beside an artifact: model.h5 -> model.json."""
+    return Path(path).with_suffix(suffix)
