@@ -1,0 +1,77 @@
+"""Shared fixtures: real data and tiny models trained once per test session.
+
+Real images only: the embedded `digits` set always, and the shared CIFAR-10 sample
+(`../shared/data/cifar10_sample.npz` beside the checkout, or $EDGEPRUNE_CIFAR_SAMPLE) when
+present; tests that need it skip with the reason when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+REPO = Path(__file__).resolve().parents[1]
+CIFAR_SAMPLE = Path(os.environ.get("EDGEPRUNE_CIFAR_SAMPLE",
+                                   REPO.parent / "shared" / "data" / "cifar10_sample.npz"))
+
+
+@pytest.fixture(scope="session")
+def cifar_sample_path() -> Path:
+    if not CIFAR_SAMPLE.exists():
+        pytest.skip(f"shared CIFAR-10 sample not found at {CIFAR_SAMPLE}")
+    return CIFAR_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from edgeprune.data import load_dataset
+
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def cifar_small(cifar_sample_path):
+    """2,000 train / 400 test real CIFAR-10 images (class-stratified)."""
+    from edgeprune.data import load_dataset
+
+    return load_dataset(f"npz:{cifar_sample_path}", limit_train=2000, limit_test=400)
+
+
+def _train_and_save(arch: str, dataset, path: Path, *, epochs: int, width: float = 1.0,
+                    seed: int = 0):
+    from edgeprune.modelio import save_keras_model
+    from edgeprune.train import TrainConfig, train_model
+
+    config = TrainConfig(arch=arch, epochs=epochs, width=width, seed=seed, milestones=())
+    model, result = train_model(config, dataset, progress=False)
+    metadata = {k: result[k] for k in ("arch", "dataset", "dataset_fingerprint", "num_classes",
+                                        "class_names", "input_shape")}
+    save_keras_model(model, path, metadata=metadata)
+    return model, result
+
+
+@pytest.fixture(scope="session")
+def digits_model(tmp_path_factory, digits):
+    """(path, keras model, train result) of smallcnn trained 8 epochs on digits (~95% test)."""
+    path = tmp_path_factory.mktemp("models") / "digits_smallcnn.h5"
+    model, result = _train_and_save("smallcnn", digits, path, epochs=8)
+    return path, model, result
+
+
+@pytest.fixture(scope="session")
+def cifar_model(tmp_path_factory, cifar_small):
+    """(path, keras model, train result) of resnet8 (width 0.5) trained 4 epochs on the sample."""
+    path = tmp_path_factory.mktemp("models") / "cifar_resnet8.h5"
+    model, result = _train_and_save("resnet8", cifar_small, path, epochs=4, width=0.5)
+    return path, model, result
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
