@@ -26,7 +26,7 @@ ARCH_HELP = ("smallcnn, resnet8, resnet20, resnet18, resnet50, vgg16, vgg19, den
 @click.option("--gamma", type=float, default=0.1, show_default=True)
 @click.option("--weight-decay", type=float, default=5e-4, show_default=True)
 @click.option("--augment", type=click.Choice(["auto", "none", "crop", "flip-crop"]), default="auto",
-              show_default=True, help="auto: flip+crop for natural images, crop for digits/SVHN.")
+              show_default=True, help="auto: flip+crop for natural images, crop for SVHN, none for 8x8 digits.")
 @click.option("--width", type=float, default=1.0, show_default=True,
               help="Channel width multiplier (0.25 gives a CPU-sized variant).")
 @seed_option()
