@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,7 +125,10 @@ def save_keras_model(model: "tf.keras.Model", path: str | os.PathLike,
     if path.suffix.lower() not in (".h5", ".hdf5"):
         raise EdgepruneError(f"{path}: output model must end in .h5")
     with atomic_path(path) as tmp:
-        model.save(tmp, save_format="h5", include_optimizer=False)
+        with warnings.catch_warnings():
+            # Keras calls .h5 "legacy"; it is the card's format and what edge tools consume.
+            warnings.filterwarnings("ignore", message=".*HDF5 file.*", category=UserWarning)
+            model.save(tmp, save_format="h5", include_optimizer=False)
         if metadata:
             with h5py.File(tmp, "a") as handle:
                 handle.attrs[METADATA_ATTR] = json.dumps(metadata, default=str)

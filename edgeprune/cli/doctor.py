@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
 
 import click
@@ -25,7 +27,9 @@ def check_components() -> list[dict]:
     found = []
     for module_name, purpose in COMPONENTS:
         try:
-            module = importlib.import_module(module_name)
+            # Some packages print to stdout on a failed import; keep --json output clean.
+            with contextlib.redirect_stdout(io.StringIO()):
+                module = importlib.import_module(module_name)
             version = getattr(module, "__version__", None) or "installed"
             error = None
         except Exception as exc:  # an import can fail in many ways on a board

@@ -34,7 +34,7 @@ def _resnet(name: str, block, stage_filters, stage_blocks, stem_filters: int, *,
             num_classes: int, width: float) -> tf.keras.Model:
     inputs, x = stem_input(input_shape)
     x = conv_bn(x, channels(stem_filters, width), 3, name="stem")
-    for stage, (filters, blocks) in enumerate(zip(stage_filters, stage_blocks), start=1):
+    for stage, (filters, blocks) in enumerate(zip(stage_filters, stage_blocks, strict=True), start=1):
         for index in range(blocks):
             strides = 2 if stage > 1 and index == 0 else 1
             x = block(x, channels(filters, width), strides, f"stage{stage}_block{index + 1}")
