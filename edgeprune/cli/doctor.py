@@ -58,7 +58,7 @@ def command(as_json):
     for column in ("module", "version", "for"):
         table.add_column(column)
     for item in components:
-        status = item["version"] or f"[red]missing[/red] ({item['error']})"
+        status = item["version"] or "[red]not importable[/red]"  # the reason is in --json
         table.add_row(item["module"], status, item["purpose"])
     console.print(table)
     hosts = Table(title="host", show_header=False)
