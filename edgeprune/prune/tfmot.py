@@ -24,7 +24,7 @@ import numpy as np
 
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
-from edgeprune.prune.lamp import SCOPES, layer_sparsities, magnitude_mask
+from edgeprune.prune.lamp import SCOPES, layer_sparsities, magnitude_mask, n_m_groups
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -258,6 +258,14 @@ def _fine_tune(model, layers, targets, config: TfmotConfig, dataset: Dataset, pr
     return stripped, schedule, float(history.history["accuracy"][-1])
 
 
+def pattern_violations(kernel: np.ndarray, pattern: tuple[int, int]) -> int:
+    """Groups of M consecutive input-channel weights holding more than N non-zeros (a short
+    last group of r < M real weights may hold N of them)."""
+    groups = n_m_groups(kernel, pattern[1])
+    nonzero = np.sum(np.nan_to_num(groups, nan=0.0) != 0, axis=1)
+    return int(np.sum(nonzero > pattern[0]))
+
+
 def tfmot_prune(model: "tf.keras.Model", dataset: Dataset, config: TfmotConfig, *,
                 progress: bool = True) -> tuple["tf.keras.Model", dict]:
     """Prune `model`'s Conv2D/Dense kernels to `config`'s target and fine-tune on `dataset`.
@@ -288,7 +296,13 @@ def tfmot_prune(model: "tf.keras.Model", dataset: Dataset, config: TfmotConfig, 
         pruned, schedule, train_accuracy = work, {"kind": "one-shot", "total_steps": 0}, None
     else:
         pruned, schedule, train_accuracy = _fine_tune(work, layers, targets, config, dataset, progress)
+    info = {}
+    if config.pattern:
+        by_name = {layer.name: layer for layer in pruned.layers}
+        info["pattern_violations"] = {name: pattern_violations(by_name[name].get_weights()[0], config.pattern)
+                                      for name in targets}
     info = {
+        **info,
         "target_sparsity": config.target,
         "scope": "n:m" if config.pattern else config.scope,
         "pattern": f"{config.pattern[0]}:{config.pattern[1]}" if config.pattern else None,
