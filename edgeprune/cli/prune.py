@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -83,6 +84,20 @@ def _check_compatible(model, data, path) -> None:
                              f"{data.name!r} has {data.num_classes} classes")
 
 
+@contextlib.contextmanager
+def _tf_warnings_silenced():
+    """Keras' h5 writer warns that an uncompiled model has no compiled metrics: noise here."""
+    import tensorflow as tf
+
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _write_outputs(models: list[tuple], report: dict, output: Path, started: float) -> None:
     """Save the models, then the report (which records the saved sizes); on any failure,
     Ctrl-C included, remove what this run wrote, so a prune leaves its full set or nothing."""
@@ -96,7 +111,8 @@ def _write_outputs(models: list[tuple], report: dict, output: Path, started: flo
     written: list[Path] = []
     try:
         for model, path, metadata in models:
-            save_keras_model(model, path, metadata=metadata)
+            with _tf_warnings_silenced():
+                save_keras_model(model, path, metadata=metadata)
             written.append(path)
         report["after"]["file_bytes"] = output.stat().st_size
         report["after"]["gzip_bytes"] = gzip_bytes(output)
@@ -308,5 +324,10 @@ def command(ctx, model, method, dataset, limit_train, limit_test, output, epochs
     _write_outputs(models, report, output, started)
     _print_summary(report, output)
     reached = report["reached"]
-    click.echo(f"{method}: sparsity {reached['prunable_sparsity']:.2%}, MACs x{reached['macs_ratio']:.3f}, "
-               f"accuracy {accuracy_before:.4f} -> {accuracy_after:.4f} in {report['seconds']:.0f} s -> {output}")
+    if method == "tfmot":
+        what = f"weight sparsity {reached['prunable_sparsity']:.2%}"
+    else:
+        what = (f"filters removed {reached['filters_removed_fraction']:.1%}, params x{reached['params_ratio']:.3f}, "
+                f"MACs x{reached['macs_ratio']:.3f}" + ("" if shrinking else " (masked, not shrunk)"))
+    click.echo(f"{method}: {what}, accuracy {accuracy_before:.4f} -> {accuracy_after:.4f} "
+               f"in {report['seconds']:.0f} s -> {output}")

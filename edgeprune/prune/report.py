@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 SCHEMA = "edgeprune.prune/1"
-LAYER_COLUMNS = ("layer", "kind", "weights", "zeros", "sparsity", "target_sparsity",
+LAYER_COLUMNS = ("layer", "kind", "weights_before", "weights", "zeros", "sparsity", "target_sparsity",
                  "filters", "filters_kept", "macs_before", "macs_after")
 
 
@@ -31,6 +31,7 @@ def layer_rows(base_stats: Mapping[str, Any], pruned_stats: Mapping[str, Any],
         rows.append({
             "layer": base["name"],
             "kind": base["kind"],
+            "weights_before": base["weights"],
             "weights": after["weights"] if after else None,
             "zeros": after["zeros"] if after else None,
             "sparsity": round(after["sparsity"], 6) if after else None,
@@ -49,6 +50,8 @@ def model_summary(stats: Mapping[str, Any], *, accuracy: float | None, file_byte
     summary = {key: stats[key] for key in ("params", "params_nonzero", "prunable_weights",
                                            "prunable_zeros", "sparsity", "macs")}
     summary["sparsity"] = round(summary["sparsity"], 6)
+    # Output filters (channels) that still carry a weight: falls with filter pruning, masked or shrunk.
+    summary["filters_alive"] = int(sum(row["filters"] - row["filters_zero"] for row in stats["layers"]))
     summary["test_accuracy"] = accuracy
     if file_bytes is not None:
         summary["file_bytes"] = file_bytes
@@ -131,6 +134,7 @@ def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         ("test accuracy", _fmt(before["test_accuracy"], "acc"), _fmt(after["test_accuracy"], "acc")),
         ("params", _fmt(before["params"]), _fmt(after["params"])),
         ("non-zero params", _fmt(before["params_nonzero"]), _fmt(after["params_nonzero"])),
+        ("filters alive", _fmt(before["filters_alive"]), _fmt(after["filters_alive"])),
         ("prunable sparsity", _fmt(before["sparsity"], "pct"), _fmt(after["sparsity"], "pct")),
         ("MACs / image", _fmt(before["macs"]), _fmt(after["macs"])),
     ]
