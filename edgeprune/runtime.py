@@ -114,10 +114,10 @@ def dequantize_output(o: np.ndarray, scale: float, zero_point: int) -> np.ndarra
 
 
 def _conversion_record(path: Path) -> dict:
-    """The `edgeprune convert` report beside a converted model ({} when absent or foreign)."""
+    """The `edgeprune convert` report beside a converted model, m.tflite.json ({} when absent or foreign)."""
     import json
 
-    report_path = path.with_suffix(".json")
+    report_path = path.with_name(path.name + ".json")
     try:
         record = json.loads(report_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -274,6 +274,9 @@ OPENVINO_EXECUTION_PRECISION = "f32"
 
 
 def _openvino_precision(model) -> str:
+    """The precision `edgeprune convert` stored in the IR, else read from its operations."""
+    if model.has_rt_info(["edgeprune", "precision"]):
+        return str(model.get_rt_info(["edgeprune", "precision"]).astype(str))
     types = {op.get_type_name() for op in model.get_ops()}
     if "FakeQuantize" in types or "FakeConvert" in types:
         return "int8"

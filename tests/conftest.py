@@ -72,6 +72,27 @@ def cifar_model(tmp_path_factory, cifar_small):
     return path, model, result
 
 
+@pytest.fixture(scope="session")
+def digits_converted(tmp_path_factory, digits_model, digits):
+    """convert(target, precision) -> (model path, convert report) of `digits_model`, each
+    conversion made once per session (verified on 300 test images, 300 calibration images)."""
+    from edgeprune.convert import ConvertConfig, convert_model
+
+    folder = tmp_path_factory.mktemp("converted")
+    made: dict[tuple[str, str], tuple[Path, dict]] = {}
+
+    def convert(target: str, precision: str) -> tuple[Path, dict]:
+        if (target, precision) not in made:
+            suffix = ".tflite" if target == "tflite" else ".xml"
+            output = folder / f"digits_{precision}{suffix}"
+            report = convert_model(digits_model[0], output, ConvertConfig(target, precision),
+                                   dataset=digits, progress=False)
+            made[target, precision] = output, report
+        return made[target, precision]
+
+    return convert
+
+
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
