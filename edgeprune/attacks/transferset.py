@@ -1,0 +1,155 @@
+"""Transfer sets: adversarial images crafted on a source model, saved with their provenance.
+
+`NAME.npz` holds `x_adv` (float32, NHWC, [0, 1]), `y` (int64 true labels), `index` (int64,
+each image's index in the dataset split) and, for universal attacks, `perturbation`; no object
+arrays. `NAME.json` ("edgeprune.transferset/1") records the attack and every parameter, the
+dataset and split with fingerprints, the source model's sha256, and what was measured on the
+source model. An interrupted run leaves `NAME.partial.npz`, which the same command resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeprune.attacks.runner import AttackConfig, run_attack
+from edgeprune.errors import EdgepruneError
+from edgeprune.io import atomic_path, read_json, sha256_file, versions, write_json
+
+SCHEMA = "edgeprune.transferset/1"
+ARRAYS = ("x_adv", "y", "index")
+
+
+def set_paths(output: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """(NAME.npz, NAME.json, NAME.partial.npz) for `-o sets/NAME` (a .npz/.json suffix is dropped)."""
+    stem = Path(output)
+    if stem.suffix in (".npz", ".json"):
+        stem = stem.with_suffix("")
+    return (stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json"),
+            stem.with_name(stem.name + ".partial.npz"))
+
+
+@dataclass(frozen=True)
+class TransferSet:
+    """A loaded, checked transfer set."""
+
+    path: Path
+    x_adv: np.ndarray
+    y: np.ndarray
+    index: np.ndarray
+    record: dict
+
+    @property
+    def name(self) -> str:
+        return self.path.name.removesuffix(".npz")
+
+    @property
+    def attack(self) -> str:
+        return str(self.record["attack"]["name"])
+
+
+def craft_transfer_set(model_path: str | os.PathLike, dataset_spec: str, config: AttackConfig, output: str | os.PathLike,
+                       *, split: str = "test", limit: int | None = None, progress: bool = False,
+                       allow_unsafe: bool = False) -> dict[str, Any]:
+    """Attack `split` of the dataset on the model at `model_path`; write NAME.npz + NAME.json."""
+    from edgeprune.data import load_dataset
+    from edgeprune.modelio import load_keras_model, read_metadata
+
+    model_path = Path(model_path)
+    npz_path, json_path, partial_path = set_paths(output)
+    model = load_keras_model(model_path, allow_unsafe=allow_unsafe)
+    metadata = read_metadata(model_path)
+    full = load_dataset(dataset_spec)
+    limits = {"limit_test": limit} if split == "test" else {"limit_train": limit}
+    data = load_dataset(dataset_spec, **limits, seed=0) if limit is not None else full
+    x, y = data.split(split)
+    index = data.indices(split)
+    check_model_fits(model_path, metadata, list(model.input_shape[1:]), int(model.output_shape[-1]),
+                     full, split)
+    started = time.perf_counter()
+    result = run_attack(model, x, y, config, progress=progress, partial_path=partial_path)
+    arrays = {"x_adv": result.x_adv, "y": result.y, "index": index.astype(np.int64)}
+    if result.perturbation is not None:
+        arrays["perturbation"] = result.perturbation
+    summary = result.summary()
+    record = {
+        "schema": SCHEMA,
+        "attack": {"name": config.attack, "norm": config.norm, "eps": config.eps, "seed": int(config.seed),
+                   "params": dict(config.params), "kind": config.spec.kind, "backend": config.spec.backend,
+                   "batch_size": config.batch_size, "targeted": False, "labels": "true"},
+        "dataset": {"spec": dataset_spec, "name": full.name, "split": split,
+                    "fingerprint": full.fingerprint(split), "subset_fingerprint": data.fingerprint(split),
+                    "limit": limit, "limit_seed": 0, "images": int(len(y))},
+        "input_shape": list(x.shape[1:]),
+        "num_classes": int(full.num_classes),
+        "source_model": {"path": model_path.name, "sha256": sha256_file(model_path),
+                         "arch": metadata.get("arch"), "pruning": metadata.get("pruning")},
+        "source_metrics": {k: summary[k] for k in ("clean_accuracy", "adversarial_accuracy", "success_rate")},
+        "perturbation": {"linf": summary["perturbation_linf"], "l2": summary["perturbation_l2"],
+                         "perturbed_images": summary["perturbed_images"],
+                         "universal": None if result.perturbation is None else {
+                             "linf": float(np.abs(result.perturbation).max()),
+                             "l2": float(np.sqrt(np.sum(np.square(result.perturbation, dtype=np.float64))))}},
+        "softmax_stripped": result.softmax_stripped,
+        "resumed_images": result.resumed_images,
+        "seconds": round(time.perf_counter() - started, 3),
+        "images_per_second": summary["images_per_second"],
+        "files": {"npz": npz_path.name},
+        "host": {"machine": platform.machine(), "processor": platform.processor() or None},
+        "versions": versions(),
+    }
+    with atomic_path(npz_path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+    record["files"]["npz_sha256"] = sha256_file(npz_path)
+    write_json(json_path, record)
+    partial_path.unlink(missing_ok=True)
+    return record
+
+
+def check_model_fits(model_path: Path, metadata: dict, input_shape: list[int], num_classes: int, dataset,
+                     split: str) -> None:
+    """Refuse a dataset whose images or classes do not fit the model (one line)."""
+    if list(dataset.input_shape) != list(input_shape):
+        raise EdgepruneError(f"{model_path.name}: takes images of shape {tuple(input_shape)}, dataset "
+                             f"{dataset.name!r} has {tuple(dataset.input_shape)}")
+    if num_classes != dataset.num_classes:
+        raise EdgepruneError(f"{model_path.name}: has {num_classes} classes, dataset {dataset.name!r} "
+                             f"has {dataset.num_classes}")
+    trained_on = metadata.get("dataset")
+    if trained_on and trained_on != dataset.name:
+        raise EdgepruneError(f"{model_path.name}: trained on {trained_on!r}, not on {dataset.name!r}")
+
+
+def load_transfer_set(path: str | os.PathLike) -> TransferSet:
+    """Read NAME.npz (or NAME / NAME.json) and its record, checking both; one-line errors."""
+    npz_path, json_path, _ = set_paths(path)
+    if not npz_path.exists():
+        raise EdgepruneError(f"{npz_path}: no such transfer set")
+    record = read_json(json_path)
+    if not isinstance(record, dict) or record.get("schema") != SCHEMA:
+        raise EdgepruneError(f"{json_path}: not a transfer-set record (schema {SCHEMA} expected)")
+    try:
+        with np.load(npz_path, allow_pickle=False) as saved:
+            missing = [k for k in ARRAYS if k not in saved.files]
+            if missing:
+                raise EdgepruneError(f"{npz_path}: missing arrays {', '.join(missing)}")
+            x_adv, y, index = (saved[k] for k in ARRAYS)
+    except EdgepruneError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise EdgepruneError(f"{npz_path}: not a readable transfer set ({str(exc)[:120]})") from None
+    if x_adv.dtype != np.float32 or x_adv.ndim != 4 or len(x_adv) != len(y) or len(y) != len(index):
+        raise EdgepruneError(f"{npz_path}: expected float32 NHWC x_adv with matching y and index, got "
+                             f"{x_adv.dtype} {x_adv.shape}, y {y.shape}, index {index.shape}")
+    if list(x_adv.shape[1:]) != list(record.get("input_shape", [])):
+        raise EdgepruneError(f"{npz_path}: images {x_adv.shape[1:]} disagree with its record "
+                             f"{record.get('input_shape')}")
+    return TransferSet(path=npz_path, x_adv=x_adv, y=y.astype(np.int64), index=index.astype(np.int64),
+                       record=record)
