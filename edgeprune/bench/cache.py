@@ -1,0 +1,161 @@
+"""Content-addressed cell store and the grid state file.
+
+A cell's outputs live under `cells/KK/KEY/`, where KEY hashes the stage, its parameters,
+the sha256 of every input file and the versions of edgeprune and the stack. A cell is built
+in a private staging folder, its `manifest.json` is written *last*, and only then is the
+folder renamed into place (`os.replace`, atomic on one filesystem): a SIGKILL at any moment
+leaves either a finished cell or a staging folder that the next run deletes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from edgeprune.bench.suite import Suite, canonical_hash
+from edgeprune.errors import EdgepruneError
+from edgeprune.io import read_json, sha256_file, versions, write_json
+
+CELL_SCHEMA = "edgeprune.bench.cell/1"
+STATE_SCHEMA = "edgeprune.bench.state/1"
+STATE_FILE = "bench-state.json"
+# Bump when the way cells run changes their outputs, so old cells are not reused.
+CELL_FORMAT = 1
+
+
+def cell_key(stage: str, params: dict, input_hashes: dict[str, str], stack: dict[str, str] | None = None) -> str:
+    """Hash of everything a cell's outputs depend on."""
+    return canonical_hash({
+        "format": CELL_FORMAT, "stage": stage, "params": params,
+        "inputs": dict(sorted(input_hashes.items())), "versions": stack if stack is not None else versions(),
+    })
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """sha256 of a file; a folder (a `dir:` dataset) hashes its files' names and hashes."""
+    path = Path(path)
+    if path.is_dir():
+        parts = {str(p.relative_to(path)): sha256_file(p) for p in sorted(path.rglob("*")) if p.is_file()}
+        return canonical_hash(parts)
+    if path.suffix == ".xml" and path.with_suffix(".bin").exists():
+        return canonical_hash([sha256_file(path), sha256_file(path.with_suffix(".bin"))])
+    return sha256_file(path)
+
+
+class Cache:
+    """The cell store under `root`; hold `lock()` while writing to it."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.cells = self.root / "cells"
+        self.staging_root = self.root / ".staging"
+
+    def path(self, key: str) -> Path:
+        return self.cells / key[:2] / key
+
+    def manifest(self, key: str) -> dict | None:
+        """The finished cell's manifest, or None when it is absent or incomplete."""
+        manifest_path = self.path(key) / "manifest.json"
+        if not manifest_path.exists():
+            return None
+        try:
+            manifest = read_json(manifest_path)
+        except EdgepruneError:
+            return None
+        for output in manifest.get("outputs", {}).values():
+            file = self.path(key) / output["file"]
+            if not file.exists() or file.stat().st_size != output["bytes"]:
+                return None
+        return manifest
+
+    def output(self, key: str, role: str) -> Path:
+        manifest = self.manifest(key)
+        if manifest is None or role not in manifest["outputs"]:
+            raise EdgepruneError(f"cache: cell {key[:12]} has no output {role!r}")
+        return self.path(key) / manifest["outputs"][role]["file"]
+
+    def new_staging(self, key: str) -> Path:
+        self.staging_root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{key[:16]}.", dir=self.staging_root))
+
+    def commit(self, staging: Path, key: str, manifest: dict) -> None:
+        """Write the manifest last, then move the whole cell into place."""
+        write_json(staging / "manifest.json", manifest)
+        final = self.path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            # A broken earlier copy (files missing): replace it; a good one: keep it.
+            if self.manifest(key) is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+                return
+            shutil.rmtree(final)
+        os.replace(staging, final)
+
+    def clean_staging(self) -> int:
+        """Delete what interrupted runs left behind; call with the lock held."""
+        if not self.staging_root.exists():
+            return 0
+        leftovers = list(self.staging_root.iterdir())
+        for item in leftovers:
+            shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
+        return len(leftovers)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """One bench run writes to a cache at a time (flock; released when the process dies)."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = open(self.root / ".lock", "a+")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise EdgepruneError(f"{self.root} is in use by another `edgeprune bench` run") from None
+            yield
+        finally:
+            handle.close()
+
+
+def check_state(out: Path, suite: Suite, *, force_mix: bool) -> dict:
+    """Load or create the grid state file; refuse a different suite unless `force_mix`."""
+    state_path = out / STATE_FILE
+    record = {"name": suite.name, "digest": suite.digest, "path": str(suite.path)}
+    if state_path.exists():
+        state = read_json(state_path)
+        if not isinstance(state, dict) or state.get("schema") != STATE_SCHEMA:
+            raise EdgepruneError(f"{state_path}: not an edgeprune bench state file")
+        known = state.get("suites", [])
+        if not any(s.get("digest") == suite.digest for s in known):
+            if not force_mix:
+                previous = known[-1] if known else {"name": "?", "digest": "?"}
+                raise EdgepruneError(
+                    f"{out} holds results of suite {previous['name']!r} ({previous['digest'][:12]}), "
+                    f"not of suite {suite.name!r} ({suite.digest[:12]}); use another --out or pass "
+                    "--force-mix")
+            known.append(record)
+        state["suites"] = known
+    else:
+        state = {"schema": STATE_SCHEMA, "suites": [record], "runs": []}
+    return state
+
+
+def save_state(out: Path, state: dict) -> None:
+    write_json(out / STATE_FILE, state)
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def manifest_record(*, key: str, cell_id: str, stage: str, params: dict, inputs: dict[str, Any],
+                    outputs: dict[str, dict], result: dict, seconds: float, stack: dict) -> dict:
+    return {"schema": CELL_SCHEMA, "key": key, "cell": cell_id, "stage": stage, "params": params,
+            "inputs": inputs, "outputs": outputs, "result": result, "seconds": round(seconds, 3),
+            "versions": stack, "finished_at": now()}

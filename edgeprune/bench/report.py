@@ -1,0 +1,575 @@
+"""The grid's report: report.md (the papers' tables), CSV and JSON, and PNG plots.
+
+Everything is read back from the cells' own reports in the cache, so the report of a
+resumed run is the report of a clean run: only measured timings (latency, wall time) differ.
+Deterministic figures (sizes, sparsity, accuracies) go to `models.csv` / `accuracy.csv`;
+measured ones to `latency.csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from edgeprune.bench.cache import Cache
+from edgeprune.bench.grid import Grid
+from edgeprune.io import atomic_write_text, read_json, write_json
+
+SCHEMA = "edgeprune.bench/1"
+MODEL_COLUMNS = ("id", "dataset", "model", "arch", "prune", "method", "scope", "criterion", "level",
+                 "runtime", "format", "precision", "file_bytes", "gzip_bytes", "params",
+                 "params_nonzero", "sparsity", "macs", "clean_accuracy", "agreement")
+ACCURACY_COLUMNS = ("id", "dataset", "model", "prune", "level", "runtime", "set", "attack", "surrogate",
+                    "accuracy", "samples")
+ROBUST_COLUMNS = ("id", "dataset", "model", "prune", "level", "runtime", "robustness", "attack", "eps",
+                  "clean_accuracy", "robust_accuracy", "samples", "median_norm")
+LATENCY_COLUMNS = ("id", "dataset", "model", "prune", "level", "runtime", "batch", "threads",
+                   "latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p90",
+                   "throughput_ips")
+TAXONOMY_COLUMNS = ("method", "pipeline", "iteration", "structure", "scope", "criterion")
+
+
+# --- reading cells back --------------------------------------------------------------------
+
+def _stage_report(outcome, cache: Cache) -> dict:
+    """The JSON report a stage wrote beside its primary output (named in the manifest)."""
+    if outcome is None or outcome.manifest is None or not outcome.manifest.get("report"):
+        return {}
+    path = cache.path(outcome.manifest["key"]) / outcome.manifest["report"]
+    return read_json(path) if path.exists() else {}
+
+
+def _get(mapping: Any, *path: str) -> Any:
+    for part in path:
+        if not isinstance(mapping, dict) or part not in mapping:
+            return None
+        mapping = mapping[part]
+    return mapping
+
+
+def _label_fields(labels: dict) -> dict:
+    return {k: labels.get(k, "") for k in ("dataset", "model", "arch", "prune", "method", "scope",
+                                           "criterion", "level", "runtime", "format", "precision")}
+
+
+def evaluate_rows(report: dict) -> list[dict]:
+    """(set, accuracy, samples) rows from an `edgeprune evaluate` report of one model: its
+    `accuracy` maps a row (`clean` or a set's name, here ATTACK@SURROGATE) to {model: acc}."""
+    images = report.get("images") or {}
+    return [{"set": row, "accuracy": next(iter(by_model.values()), None), "samples": images.get(row)}
+            for row, by_model in (report.get("accuracy") or {}).items()]
+
+
+def collect(grid: Grid, outcomes: dict, cache: Cache) -> dict:
+    """Long-format rows for every table and plot."""
+    models, accuracy, robustness, latency = [], [], [], []
+    base_stats: dict[str, dict] = {}  # a prune report's "before" fills the base model's counts
+    for node in grid.models.values():
+        producer = outcomes.get(node.cell) if node.cell else None
+        row = {"id": node.id, **_label_fields(node.labels)}
+        stage = producer.cell.stage if producer else "given"
+        result = (producer.manifest or {}).get("result", {}) if producer else {}
+        row["file_bytes"] = result.get("file_bytes")
+        row["gzip_bytes"] = result.get("gzip_bytes")
+        report = _stage_report(producer, cache)
+        if stage == "train":
+            row.update(params=report.get("params"), clean_accuracy=report.get("test_accuracy"), sparsity=0.0)
+        elif stage == "prune":
+            after = report.get("after") or {}
+            row.update(params=after.get("params"), params_nonzero=after.get("params_nonzero"),
+                       sparsity=after.get("sparsity"), macs=after.get("macs"),
+                       clean_accuracy=after.get("test_accuracy"))
+            before = report.get("before") or {}
+            base_stats.setdefault(node.labels["dataset"] + "/" + node.labels["model"], before)
+        elif stage == "convert":
+            row.update(params=_get(report, "model", "params"), sparsity=_get(report, "model", "weight_sparsity"),
+                       clean_accuracy=_get(report, "verification", "converted_accuracy"),
+                       agreement=_get(report, "verification", "agreement"))
+        for key, value in (node.labels.get("taxonomy") or {}).items():
+            row[f"taxonomy_{key}"] = value
+        evaluated = outcomes.get(f"evaluate:{node.id}")
+        if evaluated is not None and evaluated.manifest is not None:
+            for entry in evaluate_rows(_stage_report(evaluated, cache)):
+                set_name = entry["set"]
+                attack, _, surrogate = set_name.partition("@")
+                if set_name == "clean":
+                    row["clean_accuracy"] = entry["accuracy"]
+                accuracy.append({"id": node.id, **_label_fields(node.labels), "set": set_name,
+                                 "attack": "" if set_name == "clean" else attack, "surrogate": surrogate,
+                                 "accuracy": entry["accuracy"], "samples": entry["samples"]})
+        profiled = outcomes.get(f"profile:{node.id}")
+        if profiled is not None and profiled.manifest is not None:
+            profile = _stage_report(profiled, cache)
+            for entry in profile.get("results") or []:
+                stats = entry.get("latency_ms") or {}
+                latency.append({"id": node.id, **_label_fields(node.labels), "batch": entry.get("batch"),
+                                "threads": entry.get("threads"), "latency_ms_mean": stats.get("mean"),
+                                "latency_ms_std": stats.get("std"), "latency_ms_p50": stats.get("p50"),
+                                "latency_ms_p90": stats.get("p90"), "throughput_ips": entry.get("throughput_ips")})
+            size = (profile.get("models") or [{}])[0]
+            for key in ("params", "params_nonzero", "macs", "gzip_bytes", "file_bytes"):
+                if row.get(key) is None and size.get(key) is not None:
+                    row[key] = size[key]
+        models.append(row)
+        for robust in grid.suite.robustness:
+            outcome = outcomes.get(f"robustness:{node.id}/{robust.name}")
+            if outcome is None or outcome.manifest is None:
+                continue
+            record = _stage_report(outcome, cache)
+            metrics = record.get("source_metrics") or {}
+            robustness.append({"id": node.id, **_label_fields(node.labels), "robustness": robust.name,
+                               "attack": robust.attack, "eps": _get(record, "attack", "eps"),
+                               "clean_accuracy": metrics.get("clean_accuracy"),
+                               "robust_accuracy": metrics.get("adversarial_accuracy"),
+                               "samples": _get(record, "dataset", "images"),
+                               "median_norm": record.get("median_norm") or _get(record, "curve", "median_norm"),
+                               "curve": record.get("curve")})
+    for row in models:
+        before = base_stats.get(row["id"]) if row["prune"] == "base" and row["format"] == "keras" else None
+        for key in ("params_nonzero", "macs", "sparsity"):
+            if before and row.get(key) in (None, 0.0):
+                row[key] = before.get(key)
+    failures = [{"cell": o.cell.id, "status": o.status, "error": o.error}
+                for o in outcomes.values() if o.status in ("failed", "blocked")]
+    return {"models": models, "accuracy": accuracy, "robustness": robustness, "latency": latency,
+            "failures": failures}
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+def _fmt(value: Any, kind: str = "") -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, float) and math.isnan(value):
+        return "-"
+    if kind == "acc":
+        return f"{value:.4f}"
+    if kind == "delta":
+        return f"{value:+.4f}"
+    if kind == "pct":
+        return f"{value:.1%}"
+    if kind == "bytes":
+        return f"{value / 1024:,.1f} KiB" if value < 2**20 else f"{value / 2**20:,.2f} MiB"
+    if kind == "level":
+        return "base" if value == 0 else f"{value:g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _levels(rows: list[dict]) -> list[float]:
+    return sorted({float(r["level"]) for r in rows if float(r["level"]) > 0})
+
+
+def _families(rows: list[dict]) -> list[str]:
+    return sorted({r["prune"] for r in rows if r["prune"] != "base"})
+
+
+def clean_accuracy_tables(data: dict) -> list[str]:
+    """First paper, clean accuracy: per base model, rows = pruning family, columns = levels."""
+    out = []
+    keras = [m for m in data["models"] if m["format"] == "keras"]
+    for (dataset, model), rows in _group(keras, "dataset", "model").items():
+        base = next((r for r in rows if r["prune"] == "base"), None)
+        levels = _levels(rows)
+        if not levels or base is None:
+            continue
+        header = ["pruning", "base", *[f"{lv:g}" for lv in levels], "max Δ", "min Δ"]
+        body = []
+        for family in _families(rows):
+            by_level = {float(r["level"]): r.get("clean_accuracy") for r in rows if r["prune"] == family}
+            deltas = [v - base["clean_accuracy"] for v in by_level.values()
+                      if v is not None and base.get("clean_accuracy") is not None]
+            body.append([family, _fmt(base.get("clean_accuracy"), "acc"),
+                         *[_fmt(by_level.get(lv), "acc") for lv in levels],
+                         _fmt(max(deltas), "delta") if deltas else "-", _fmt(min(deltas), "delta") if deltas else "-"])
+        out.append(f"#### Clean accuracy — {model} on {dataset}\n\n" + markdown_table(header, body))
+    return out
+
+
+def adversarial_tables(data: dict) -> list[str]:
+    """First paper, transfer attacks: sets crafted on the base model, fed to its pruned versions."""
+    out = []
+    rows = [r for r in data["accuracy"] if r["set"] != "clean" and r["runtime"] == "keras"
+            and r["surrogate"] == r["model"]]
+    for (dataset, model, family), group in _group(
+            [r for r in rows if r["prune"] != "base"], "dataset", "model", "prune").items():
+        base_rows = {r["attack"]: r["accuracy"] for r in rows
+                     if r["dataset"] == dataset and r["model"] == model and r["prune"] == "base"}
+        levels = _levels(group)
+        header = ["attack", "base", *[f"{lv:g}" for lv in levels], "max |Δ|"]
+        body = []
+        for attack in sorted({r["attack"] for r in group}):
+            by_level = {float(r["level"]): r["accuracy"] for r in group if r["attack"] == attack}
+            base = base_rows.get(attack)
+            deltas = [abs(v - base) for v in by_level.values() if v is not None and base is not None]
+            body.append([attack, _fmt(base, "acc"), *[_fmt(by_level.get(lv), "acc") for lv in levels],
+                         _fmt(max(deltas), "acc") if deltas else "-"])
+        out.append(f"#### Adversarial accuracy — sets crafted on {model}, victims {model} pruned by "
+                   f"{family} ({dataset})\n\n" + markdown_table(header, body))
+    return out
+
+
+def transfer_tables(data: dict) -> list[str]:
+    """Transferability: surrogate × victim (base and pruned Keras models), one table per attack."""
+    out = []
+    rows = [r for r in data["accuracy"] if r["set"] != "clean" and r["runtime"] == "keras"]
+    for (dataset, attack), group in _group(rows, "dataset", "attack").items():
+        victims = sorted({(r["model"], r["prune"], float(r["level"])) for r in group},
+                         key=lambda v: (v[0], v[1] != "base", v[1], v[2]))
+        surrogates = sorted({r["surrogate"] for r in group})
+        if len(surrogates) < 2 and len({v[0] for v in victims}) < 2:
+            continue
+        value = {(r["surrogate"], r["model"], r["prune"], float(r["level"])): r["accuracy"] for r in group}
+        header = ["surrogate \\ victim", *[_victim_label(v) for v in victims]]
+        body = [[s, *[_fmt(value.get((s, *v)), "acc") for v in victims]] for s in surrogates]
+        out.append(f"#### Transfer — {attack} on {dataset} (accuracy of the victim)\n\n"
+                   + markdown_table(header, body))
+    return out
+
+
+def _victim_label(victim: tuple) -> str:
+    model, family, level = victim
+    return model if family == "base" else f"{model} {family} {level:g}"
+
+
+def runtime_tables(data: dict) -> list[str]:
+    """The same model through every runtime: clean accuracy and size."""
+    rows = data["models"]
+    runtimes = sorted({r["runtime"] for r in rows}, key=lambda r: (r != "keras", r))
+    if len(runtimes) < 2:
+        return []
+    out = []
+    for dataset, group in _group(rows, "dataset").items():
+        keras_rows = [r for r in group if r["runtime"] == "keras"]
+        header = ["model", "pruning", "level", *[f"{rt} acc" for rt in runtimes],
+                  *[f"{rt} size" for rt in runtimes], *[f"{rt} gzip" for rt in runtimes]]
+        body = []
+        for base in sorted(keras_rows, key=lambda r: (r["model"], r["prune"] != "base", r["prune"], float(r["level"]))):
+            same = {r["runtime"]: r for r in group if r["id"] == base["id"] or r["id"].startswith(base["id"] + "/")
+                    and r["id"].count("/") == base["id"].count("/") + 1}
+            body.append([base["model"], base["prune"], _fmt(float(base["level"]), "level"),
+                         *[_fmt(same.get(rt, {}).get("clean_accuracy"), "acc") for rt in runtimes],
+                         *[_fmt(same.get(rt, {}).get("file_bytes"), "bytes") for rt in runtimes],
+                         *[_fmt(same.get(rt, {}).get("gzip_bytes"), "bytes") for rt in runtimes]])
+        out.append(f"#### Runtimes — clean accuracy and size ({dataset})\n\n" + markdown_table(header, body))
+    return out
+
+
+def model_table(data: dict) -> str:
+    header = ["model", "pruning", "level", "runtime", "params", "non-zero", "sparsity", "MACs",
+              "file", "gzip", "clean acc"]
+    body = [[r["model"], r["prune"], _fmt(float(r["level"]), "level"), r["runtime"], _fmt(r.get("params")),
+             _fmt(r.get("params_nonzero")), _fmt(r.get("sparsity"), "pct"), _fmt(r.get("macs")),
+             _fmt(r.get("file_bytes"), "bytes"), _fmt(r.get("gzip_bytes"), "bytes"),
+             _fmt(r.get("clean_accuracy"), "acc")]
+            for r in data["models"]]
+    return markdown_table(header, body)
+
+
+def robustness_tables(data: dict) -> list[str]:
+    """Second paper: methods as taxonomy records, robust accuracy per sparsity."""
+    rows = data["robustness"]
+    if not rows:
+        return []
+    taxonomy = {}
+    for m in data["models"]:
+        if m["prune"] != "base" and m["runtime"] == "keras":
+            taxonomy[(m["dataset"], m["model"], m["prune"])] = [m.get(f"taxonomy_{k}", "") for k in TAXONOMY_COLUMNS]
+    out = []
+    for (dataset, model), group in _group(rows, "dataset", "model").items():
+        levels = _levels(group)
+        checks = sorted({r["robustness"] for r in group})
+        header = ["pruning", *TAXONOMY_COLUMNS]
+        for lv in [0.0, *levels]:
+            header += [f"{_fmt(lv, 'level')} clean", *[f"{_fmt(lv, 'level')} {c}" for c in checks]]
+        body = []
+        for family in ["base", *_families(group)]:
+            line = [family, *taxonomy.get((dataset, model, family), ["-"] * len(TAXONOMY_COLUMNS))]
+            for lv in [0.0, *levels]:
+                fam = "base" if lv == 0 else family
+                picked = {r["robustness"]: r for r in group if r["prune"] == fam and float(r["level"]) == lv}
+                clean = next((r["clean_accuracy"] for r in picked.values()), None)
+                line += [_fmt(clean, "acc"), *[_fmt(picked.get(c, {}).get("robust_accuracy"), "acc") for c in checks]]
+            body.append(line)
+        out.append(f"#### Robust accuracy — {model} on {dataset}\n\n" + markdown_table(header, body))
+    return out
+
+
+def latency_tables(data: dict) -> list[str]:
+    """Latency (mean ± std ms) and size per runtime and sparsity, at each batch size."""
+    out = []
+    for (dataset, runtime), group in _group(data["latency"], "dataset", "runtime").items():
+        batches = sorted({(r["batch"], r["threads"]) for r in group})
+        variants = sorted({(r["model"], r["prune"], float(r["level"]), r["id"]) for r in group},
+                          key=lambda v: (v[0], v[1] != "base", v[1], v[2]))
+        sizes = {m["id"]: m for m in data["models"]}
+        header = ["model", "pruning", "level", "file", "gzip",
+                  *[f"b{b} t{t} ms" for b, t in batches], *[f"b{b} t{t} img/s" for b, t in batches]]
+        body = []
+        for model, family, level, model_id in variants:
+            cells = {(r["batch"], r["threads"]): r for r in group if r["id"] == model_id}
+            body.append([model, family, _fmt(level, "level"), _fmt(sizes.get(model_id, {}).get("file_bytes"), "bytes"),
+                         _fmt(sizes.get(model_id, {}).get("gzip_bytes"), "bytes"),
+                         *[_latency(cells.get(bt)) for bt in batches],
+                         *[_fmt(cells.get(bt, {}).get("throughput_ips")) for bt in batches]])
+        out.append(f"#### Latency and size — {runtime} ({dataset})\n\n" + markdown_table(header, body))
+    return out
+
+
+def _latency(row: dict | None) -> str:
+    if not row or row.get("latency_ms_mean") is None:
+        return "-"
+    return f"{row['latency_ms_mean']:.2f} ± {row['latency_ms_std'] or 0:.2f}"
+
+
+def _group(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[tuple(row.get(k) for k in keys) if len(keys) > 1 else row.get(keys[0])].append(row)
+    return dict(sorted(groups.items(), key=lambda kv: str(kv[0])))
+
+
+# --- plots -----------------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_clean_vs_sparsity(data: dict, path: Path) -> Path | None:
+    rows = [m for m in data["models"] if m["format"] == "keras" and m.get("clean_accuracy") is not None]
+    if not _levels(rows):
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for (dataset, model), group in _group(rows, "dataset", "model").items():
+        base = next((r for r in group if r["prune"] == "base"), None)
+        for family in _families(group):
+            points = sorted((float(r["level"]), r["clean_accuracy"]) for r in group if r["prune"] == family)
+            if base is not None:
+                points = [(0.0, base["clean_accuracy"]), *points]
+            ax.plot(*zip(*points, strict=True), marker="o", label=f"{model} {family} ({dataset})")
+    ax.set(xlabel="sparsity / filter-pruning target", ylabel="clean accuracy",
+           title="Clean accuracy vs sparsity, per criterion")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, plt, path)
+
+
+def plot_adversarial_vs_sparsity(data: dict, path: Path) -> Path | None:
+    rows = [r for r in data["accuracy"] if r["set"] != "clean" and r["runtime"] == "keras"
+            and r["surrogate"] == r["model"]]
+    attacks = sorted({r["attack"] for r in rows})
+    if not attacks or not _levels(rows):
+        return None
+    plt = _pyplot()
+    cols = min(3, len(attacks))
+    nrows = math.ceil(len(attacks) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
+    for ax, attack in zip(axes.flat, attacks, strict=False):
+        group = [r for r in rows if r["attack"] == attack]
+        for (_dataset, model), sub in _group(group, "dataset", "model").items():
+            base = next((r["accuracy"] for r in sub if r["prune"] == "base"), None)
+            for family in _families(sub):
+                points = sorted((float(r["level"]), r["accuracy"]) for r in sub if r["prune"] == family)
+                if base is not None:
+                    points = [(0.0, base), *points]
+                ax.plot(*zip(*points, strict=True), marker="o", label=f"{model} {family}")
+        ax.set(title=attack, xlabel="sparsity / target", ylabel="adversarial accuracy")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(attacks):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Adversarial accuracy vs sparsity (sets crafted on the base model)")
+    return _save(fig, plt, path)
+
+
+def plot_transfer_heatmap(data: dict, path: Path) -> Path | None:
+    rows = [r for r in data["accuracy"] if r["set"] != "clean" and r["runtime"] == "keras"]
+    if not rows:
+        return None
+    import numpy as np
+
+    sets = sorted({(r["attack"], r["surrogate"]) for r in rows})
+    victims = sorted({(r["model"], r["prune"], float(r["level"])) for r in rows},
+                     key=lambda v: (v[0], v[1] != "base", v[1], v[2]))
+    value = {((r["attack"], r["surrogate"]), (r["model"], r["prune"], float(r["level"]))): r["accuracy"]
+             for r in rows}
+    matrix = np.array([[value.get((s, v), np.nan) for v in victims] for s in sets], dtype=float)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.55 * len(victims) + 2.5), max(3.0, 0.4 * len(sets) + 1.8)))
+    image = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(victims)), [_victim_label(v) for v in victims], rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(sets)), [f"{a}@{s}" for a, s in sets], fontsize=7)
+    if matrix.size <= 400:
+        for i in range(matrix.shape[0]):
+            for j in range(matrix.shape[1]):
+                if not np.isnan(matrix[i, j]):
+                    ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                            color="white" if matrix[i, j] < 0.5 else "black")
+    fig.colorbar(image, ax=ax, label="victim accuracy")
+    ax.set(xlabel="victim", ylabel="attack @ surrogate", title="Transfer accuracy")
+    return _save(fig, plt, path)
+
+
+def plot_robustness_curves(data: dict, path: Path) -> Path | None:
+    rows = [r for r in data["robustness"] if r.get("curve")]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for row in rows:
+        curve = row["curve"]
+        eps = curve.get("eps") if isinstance(curve, dict) else [p[0] for p in curve]
+        acc = curve.get("accuracy") if isinstance(curve, dict) else [p[1] for p in curve]
+        if eps and acc:
+            ax.plot(eps, acc, label=f"{row['model']} {row['prune']} {_fmt(float(row['level']), 'level')}")
+    ax.set(xlabel="eps", ylabel="robust accuracy", title="Robustness curves (minimum-norm attack)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, plt, path)
+
+
+def plot_latency_size(data: dict, path: Path) -> Path | None:
+    rows = data["latency"]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, (ax_lat, ax_size) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for (dataset, model, runtime, family, batch), group in _group(
+            rows, "dataset", "model", "runtime", "prune", "batch").items():
+        if family == "base":
+            continue
+        base = [r for r in rows if (r["dataset"], r["model"], r["runtime"], r["batch"], r["prune"]) ==
+                (dataset, model, runtime, batch, "base")]
+        points = sorted((float(r["level"]), r["latency_ms_mean"]) for r in base + group
+                        if r["latency_ms_mean"] is not None)
+        if points:
+            ax_lat.plot(*zip(*points, strict=True), marker="o", label=f"{model} {family} {runtime} b{batch}")
+    sizes = [m for m in data["models"] if m.get("file_bytes")]
+    for (dataset, model, runtime, family), group in _group(sizes, "dataset", "model", "runtime", "prune").items():
+        if family == "base":
+            continue
+        base = [m for m in sizes if (m["dataset"], m["model"], m["runtime"], m["prune"]) ==
+                (dataset, model, runtime, "base")]
+        points = sorted((float(m["level"]), (m.get("gzip_bytes") or m["file_bytes"]) / 1024) for m in base + group)
+        ax_size.plot(*zip(*points, strict=True), marker="o", label=f"{model} {family} {runtime}")
+    ax_lat.set(xlabel="sparsity / target", ylabel="latency (ms, mean)", title="Latency vs sparsity per runtime")
+    ax_size.set(xlabel="sparsity / target", ylabel="gzip size (KiB)", title="Size vs sparsity per runtime")
+    for ax in (ax_lat, ax_size):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    return _save(fig, plt, path)
+
+
+def _save(fig, plt, path: Path) -> Path:
+    from edgeprune.io import atomic_path
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+def _csv(rows: list[dict], columns: tuple[str, ...], extra_prefix: str | None = None) -> str:
+    extra = sorted({k for r in rows for k in r if extra_prefix and k.startswith(extra_prefix)})
+    handle = io.StringIO()
+    writer = csv.DictWriter(handle, fieldnames=[*columns, *extra], extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else _csv_value(row.get(k))) for k in (*columns, *extra)})
+    return handle.getvalue()
+
+
+def _csv_value(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def write_report(grid: Grid, outcomes: dict, cache: Cache, folder: Path, *, run: dict) -> Path:
+    """Write report.md, report.json, the CSVs and the PNG plots into `folder`."""
+    from edgeprune.host import host_fingerprint
+
+    folder.mkdir(parents=True, exist_ok=True)
+    data = collect(grid, outcomes, cache)
+    suite = grid.suite
+    plots = {
+        "clean_accuracy_vs_sparsity.png": plot_clean_vs_sparsity,
+        "adversarial_accuracy_vs_sparsity.png": plot_adversarial_vs_sparsity,
+        "transfer_heatmap.png": plot_transfer_heatmap,
+        "robustness_curves.png": plot_robustness_curves,
+        "latency_size_vs_sparsity.png": plot_latency_size,
+    }
+    made = []
+    for name, plot in plots.items():
+        if plot(data, folder / name) is not None:
+            made.append(name)
+    atomic_write_text(folder / "models.csv", _csv(data["models"], MODEL_COLUMNS, "taxonomy_"))
+    atomic_write_text(folder / "accuracy.csv", _csv(data["accuracy"], ACCURACY_COLUMNS))
+    if data["robustness"]:
+        atomic_write_text(folder / "robustness.csv", _csv(data["robustness"], ROBUST_COLUMNS))
+    if data["latency"]:
+        atomic_write_text(folder / "latency.csv", _csv(data["latency"], LATENCY_COLUMNS))
+    host = host_fingerprint()
+    write_json(folder / "report.json", {
+        "schema": SCHEMA, "suite": suite.name, "suite_digest": suite.digest, "run": run, "host": host,
+        "cells": {cid: {"stage": o.cell.stage, "status": o.status, "key": o.key, "error": o.error}
+                  for cid, o in outcomes.items()},
+        **data, "plots": made})
+    atomic_write_text(folder / "report.md", render_markdown(suite, data, run, host, made))
+    return folder
+
+
+def render_markdown(suite, data: dict, run: dict, host: dict, plots: list[str]) -> str:
+    parts = [f"# Benchmark report — {suite.name}", ""]
+    if suite.description:
+        parts += [suite.description.strip(), ""]
+    parts += [f"- suite: `{suite.path.name}` (digest {suite.digest[:12]})",
+              f"- run: executor {run.get('executor')}, {run.get('workers')} worker(s), wall "
+              f"{run.get('wall_seconds')} s; cells " + ", ".join(
+                  f"{run[k]} {k}" for k in ("ran", "reused", "failed", "blocked") if run.get(k)),
+              f"- host: {host.get('cpu_model')} ({host.get('architecture')}, {host.get('logical_cores')} cores, "
+              f"{(host.get('memory_bytes') or 0) / 2**30:.0f} GiB), {host.get('os')}",
+              "- versions: " + ", ".join(f"{k} {v}" for k, v in (host.get("versions") or {}).items()), ""]
+    if data["failures"]:
+        parts += ["## Cells that did not finish", "",
+                  markdown_table(["cell", "status", "reason"],
+                                 [[f["cell"], f["status"], (f["error"] or "")[:160]] for f in data["failures"]]), ""]
+    sections = [
+        ("Models", [model_table(data)]),
+        ("Clean accuracy vs pruning (first paper, table layout: criterion × level)", clean_accuracy_tables(data)),
+        ("Adversarial accuracy of pruned models (first paper: attack × level, max |Δ| vs base)",
+         adversarial_tables(data)),
+        ("Transferability (surrogate × victim)", transfer_tables(data)),
+        ("Robust accuracy (second paper: methods as taxonomy records × sparsity)", robustness_tables(data)),
+        ("Runtimes", runtime_tables(data)),
+        ("Latency and size (measured alone, no other cell running)", latency_tables(data)),
+    ]
+    for title, tables in sections:
+        tables = [t for t in tables if t]
+        if tables:
+            parts += [f"## {title}", "", *[t + "\n" for t in tables]]
+    if plots:
+        parts += ["## Plots", "", *[f"![{p}]({p})" for p in plots], ""]
+    parts += ["Data: `models.csv`, `accuracy.csv`" + (", `robustness.csv`" if data["robustness"] else "")
+              + (", `latency.csv`" if data["latency"] else "") + ", `report.json`.", ""]
+    return "\n".join(parts)
