@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -44,7 +45,7 @@ def test_tfmot_global_fine_tune_writes_model_report_and_info_shows_sparsity(tmp_
     schedule = report["method_info"]["schedule"]
     assert schedule["kind"] == "constant" and schedule["end_step"] <= schedule["total_steps"] == 8
     assert report["seed"] == 0 and report["seconds"] > 0 and report["versions"]["tensorflow-model-optimization"]
-    assert output.with_suffix(".csv").read_text().startswith("layer,kind,weights,zeros,sparsity")
+    assert output.with_suffix(".csv").read_text().startswith("layer,kind,weights_before,weights,zeros,sparsity")
     assert "| block3_conv |" in output.with_suffix(".md").read_text()
     meta = read_metadata(output)
     assert meta["dataset"] == "digits" and meta["arch"] == "smallcnn"
@@ -81,7 +82,7 @@ def _tiny_narrow_model(path):
     inputs = tf.keras.Input((8, 8, 1))
     x = tf.keras.layers.Conv2D(3, 3, padding="same")(inputs)
     x = tf.keras.layers.GlobalAveragePooling2D()(x)
-    save_keras_model(tf.keras.Model(inputs, tf.keras.layers.Dense(10)(x)), path)
+    save_keras_model(tf.keras.Model(inputs, tf.keras.layers.Dense(10)(x), name="narrow"), path)
     return path
 
 
@@ -114,7 +115,7 @@ def test_pattern_without_eligible_layers_and_missing_model(tmp_path):
     result = invoke(["prune", narrow, "-m", "tfmot", "--pattern", "2:4", "-o", tmp_path / "out.h5"])
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        "error: model 'model' has no layer eligible for 2:4 (needs Conv2D/Dense with at least 4 input channels)"]
+        "error: model 'narrow' has no layer eligible for 2:4 (needs Conv2D/Dense with at least 4 input channels)"]
     result = invoke(["prune", tmp_path / "absent.h5", "-m", "tfmot", "-o", tmp_path / "out.h5"])
     assert result.exit_code == 2 and "no such model file" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["narrow.h5"]
@@ -150,3 +151,31 @@ def test_help_lists_both_methods_and_report():
     assert result.exit_code == 0
     for text in ("tfmot", "nncf-filter", "--scope", "lamp", "--pattern", "--shrink", "edgeprune.prune/1"):
         assert text in result.output
+
+
+def test_nncf_filter_shrinks_and_keeps_the_masked_model_beside(tmp_path, digits_model, digits):
+    from edgeprune.modelio import load_keras_model, read_metadata
+    from edgeprune.runtime import KerasPredictor
+
+    base_path, _, trained = digits_model
+    output = tmp_path / "filters.h5"
+    result = invoke(["prune", base_path, "-m", "nncf-filter", "--criterion", "l1", "--target", "0.5",
+                     "--epochs", "1", "--limit-train", "256", "-o", output, "-q"])
+    assert result.exit_code == 0, result.output
+    masked_path = tmp_path / "filters.masked.h5"
+    assert masked_path.exists() and "filters removed" in result.stdout
+    report = json.loads(output.with_suffix(".json").read_text())
+    assert report["method"] == "nncf-filter" and report["target"]["criterion"] == "l1"
+    assert report["output"]["masked_path"] == str(masked_path)
+    masked, shrunk = load_keras_model(masked_path), load_keras_model(output)
+    # Filters really gone: fewer params and MACs than the base, zero filters only in the masked file.
+    assert report["after"]["params"] == shrunk.count_params() < 0.7 * trained["params"]
+    assert report["reached"]["macs_ratio"] < 0.7 and report["reached"]["filters_removed_fraction"] > 0.3
+    assert report["models"]["masked"]["filters_zero"] > 0 and masked.count_params() == trained["params"]
+    x, _ = digits.split("test")
+    diff = np.abs(KerasPredictor(masked).predict(x) - KerasPredictor(shrunk).predict(x)).max()
+    assert diff < 1e-4 and report["method_info"]["shrink"]["max_abs_logit_diff_vs_masked"] < 1e-4
+    assert read_metadata(masked_path)["pruning"]["shrunk"] is False
+    assert read_metadata(output)["pruning"]["criterion"] == "l1"
+    rows = {row["layer"]: row for row in report["layers"]}
+    assert rows["block3_conv"]["filters_kept"] < rows["block3_conv"]["filters"] == 64

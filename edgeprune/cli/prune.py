@@ -74,6 +74,41 @@ def _nncf_config(criterion, target, flops_target, init, steps, prune_first_conv,
         raise EdgepruneError(str(exc)) from None
 
 
+def _nncf_filter(base, data, config, *, output: Path, shrinking: bool, quiet: bool):
+    """Filter-prune with NNCF; with `shrinking`, remove the zeroed filters and check that the
+    shrunk model predicts what the masked one does. Returns (output model, method record,
+    target record, extra model records, [(model, path)] to save)."""
+    import numpy as np
+
+    from edgeprune.modelstats import model_stats
+    from edgeprune.prune.nncf_filter import nncf_filter_prune
+    from edgeprune.runtime import KerasPredictor
+
+    masked, info = nncf_filter_prune(base, data, config, progress=not quiet)
+    target_record = {"filter_level": config.target, "flops_target": config.flops_target,
+                     "criterion": config.criterion, "schedule": "exponential", "init": config.init}
+    if not shrinking:
+        return masked, info, target_record, None, [(masked, output)]
+    from edgeprune.prune.shrink import shrink_model
+
+    shrunk, shrink_info = shrink_model(masked)
+    x_test, y_test = data.split("test")
+    masked_logits = KerasPredictor(masked).predict(x_test)
+    shrunk_logits = KerasPredictor(shrunk).predict(x_test)
+    shrink_info = {**shrink_info,
+                   "max_abs_logit_diff_vs_masked": float(np.max(np.abs(masked_logits - shrunk_logits)))}
+    masked_stats = model_stats(masked)
+    extra_models = {"masked": {
+        "path": str(_masked_path(output)),
+        "params": masked_stats["params"], "params_nonzero": masked_stats["params_nonzero"],
+        "macs": masked_stats["macs"], "sparsity": round(masked_stats["sparsity"], 6),
+        "filters_zero": sum(row["filters_zero"] for row in masked_stats["layers"]),
+        "test_accuracy": float((masked_logits.argmax(axis=1) == y_test).mean()),
+    }}
+    return (shrunk, {**info, "shrink": shrink_info}, target_record, extra_models,
+            [(masked, _masked_path(output)), (shrunk, output)])
+
+
 def _check_compatible(model, data, path) -> None:
     input_shape = tuple(model.input_shape[1:])
     if input_shape != tuple(data.input_shape):
@@ -269,34 +304,9 @@ def command(ctx, model, method, dataset, limit_train, limit_test, output, epochs
                          "schedule": info["schedule"]["kind"]}
         to_save = [(pruned, output)]
     else:
-        from edgeprune.prune.nncf_filter import nncf_filter_prune
-
-        masked, info = nncf_filter_prune(base, data, config, progress=not quiet)
+        pruned, info, target_record, extra_models, to_save = _nncf_filter(
+            base, data, config, output=output, shrinking=shrinking, quiet=quiet)
         targets = None
-        target_record = {"filter_level": config.target, "flops_target": config.flops_target,
-                         "criterion": config.criterion, "schedule": "exponential", "init": config.init}
-        pruned, to_save = masked, [(masked, output)]
-        if shrinking:
-            import numpy as np
-
-            from edgeprune.prune.shrink import shrink_model
-            from edgeprune.runtime import KerasPredictor
-
-            pruned, shrink_info = shrink_model(masked)
-            masked_logits = KerasPredictor(masked).predict(x_test)
-            shrunk_logits = KerasPredictor(pruned).predict(x_test)
-            shrink_info = {**shrink_info, "max_abs_logit_diff_vs_masked":
-                           float(np.max(np.abs(masked_logits - shrunk_logits)))}
-            info = {**info, "shrink": shrink_info}
-            masked_stats = model_stats(masked)
-            extra_models = {"masked": {
-                "path": str(_masked_path(output)),
-                "params": masked_stats["params"], "params_nonzero": masked_stats["params_nonzero"],
-                "macs": masked_stats["macs"], "sparsity": round(masked_stats["sparsity"], 6),
-                "filters_zero": sum(row["filters_zero"] for row in masked_stats["layers"]),
-                "test_accuracy": float((masked_logits.argmax(axis=1) == y_test).mean()),
-            }}
-            to_save = [(masked, _masked_path(output)), (pruned, output)]
 
     pruned_stats = model_stats(pruned)
     accuracy_after = accuracy(pruned, x_test, y_test)
@@ -304,6 +314,8 @@ def command(ctx, model, method, dataset, limit_train, limit_test, output, epochs
     pruning_meta = {"method": method, **{k: v for k, v in target_record.items() if not isinstance(v, dict)},
                     "reached_sparsity": round(pruned_stats["sparsity"], 6), "seed": seed,
                     "source_sha256": source_sha, "report": sidecar(output).name}
+    if method == "nncf-filter":
+        pruning_meta["shrunk"] = shrinking
     metadata = {**base_meta, "pruning": pruning_meta}
     masked_meta = {**metadata, "pruning": {**pruning_meta, "shrunk": False}}
     models = [(m, p, masked_meta if shrinking and p != output else metadata) for m, p in to_save]
