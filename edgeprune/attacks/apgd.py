@@ -283,3 +283,30 @@ def apgd(model_fn: Callable, x, y, *, eps: float, norm="inf", seed: int = 0, ste
         best_loss_out[todo[new_best]] = loss_best[new_best]
         fooled[todo[hit]] = True
     return x_out
+
+
+def apgd_targeted(model_fn: Callable, x, y, *, eps: float, norm="inf", seed: int = 0, steps: int = 100,
+                  n_target_classes: int = 9, rho: float = 0.75) -> np.ndarray:
+    """APGD-T as AutoAttack runs it: targeted DLR towards the classes ranked 2..n+1 by the
+    clean logits, each on the points the previous targets did not flip; worst case per point."""
+    import tensorflow as tf
+
+    if n_target_classes < 1:
+        raise ValueError(f"n_target_classes must be >= 1, got {n_target_classes}")
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64).reshape(-1)
+    x_adv = x.copy()
+    if len(x) == 0 or eps == 0:
+        return x_adv
+    logits = np.asarray(model_fn(tf.constant(x)), np.float32)
+    alive = logits.argmax(axis=1) == y
+    for rank in range(2, min(n_target_classes, logits.shape[1] - 1) + 2):
+        idx = np.flatnonzero(alive)
+        if len(idx) == 0:
+            break
+        cand = apgd(model_fn, x[idx], y[idx], eps=eps, norm=norm, seed=seed + rank, steps=steps,
+                    loss="dlr-t", target_class_rank=rank, rho=rho)
+        fooled = np.asarray(model_fn(tf.constant(cand))).argmax(axis=1) != y[idx]
+        x_adv[idx] = cand  # flipped points leave `alive`; the others keep the latest attempt
+        alive[idx[fooled]] = False
+    return x_adv

@@ -236,6 +236,40 @@ register(AttackSpec(
             Param("n_restarts", int, 1, low=1, high=100),
             Param("rho", float, 0.75, low=0.01, high=1.0)),
     description="Auto-PGD (Croce & Hein 2020) with CE or DLR loss."))
+register(AttackSpec(
+    "apgd-t", "edgeprune.attacks.apgd:apgd_targeted", norms=("linf", "l2"),
+    params=(Param("steps", int, 100, low=1, high=100_000),
+            Param("n_target_classes", int, 9, low=1, high=1000, help="targets: classes ranked 2..n+1"),
+            Param("rho", float, 0.75, low=0.01, high=1.0)),
+    description="APGD-T: targeted DLR loss over the top classes (AutoAttack's second stage)."))
+register(AttackSpec(
+    "fab", "edgeprune.attacks.fab:fab", norms=("linf",), kind="minimum-norm",
+    params=(Param("steps", int, 100, low=1, high=100_000),
+            Param("n_restarts", int, 1, low=1, high=100),
+            Param("target_class_rank", int, 2, low=2, high=1000, help="target = class ranked this"),
+            Param("alpha_max", float, 0.1, low=0.0, high=1.0),
+            Param("eta", float, 1.05, low=1.0, high=10.0, help="overshoot"),
+            Param("beta", float, 0.9, low=0.01, high=1.0, help="backward step")),
+    description="FAB-T: targeted fast adaptive boundary attack, minimum-norm (Croce & Hein 2020)."))
+register(AttackSpec(
+    "square", "edgeprune.attacks.square:square", norms=("linf",), needs_gradients=False,
+    params=(Param("n_queries", int, 5000, low=1, high=1_000_000),
+            Param("p_init", float, 0.8, low=1e-4, high=1.0, help="initial share of pixels redrawn")),
+    description="Square Attack: black-box random search on the logits (Andriushchenko et al. 2020)."))
+register(AttackSpec(
+    "fmn", "edgeprune.attacks.fmn:fmn", norms=("linf", "l2"), kind="minimum-norm",
+    params=(Param("steps", int, 100, low=1, high=100_000),
+            Param("alpha_init", float, 1.0, low=1e-6, high=100.0,
+                  help="step: linf x epsilon, l2 a length"),
+            Param("alpha_final", float, 0.0, low=0.0, high=100.0, help="0 = alpha_init / 100"),
+            Param("gamma_init", float, 0.05, low=1e-6, high=0.99),
+            Param("gamma_final", float, 0.001, low=1e-6, high=0.99),
+            Param("schedule", str, "cosine", choices=("cosine", "linear"))),
+    description="FMN fast minimum-norm attack (Pintor et al. 2021); curves: evaluate --curve."))
+register(AttackSpec(
+    "autoattack", "edgeprune.attacks.autoattack:autoattack", norms=("linf", "l2"),
+    params=(Param("version", str, "standard", choices=("standard", "fast")),),
+    description="AutoAttack ensemble APGD-CE, APGD-T, FAB-T, Square; per-point worst case."))
 
 # --- presets: named parameter sets per attack ---------------------------------------------------
 # vora2023: the first paper's settings (it used ART on [0, 1] inputs). "DeepFool eps 1e-6" is
