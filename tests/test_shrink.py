@@ -1,0 +1,221 @@
+"""Physical shrinking: the shrunk model predicts what the masked model predicts, and is smaller.
+
+Filters are zeroed by hand the way NNCF's strip leaves them (conv kernel slice and the
+following BatchNorm's gamma/beta), on models with randomised BatchNorm statistics so a
+wrongly cut or wrongly folded channel shows in the logits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeprune.errors import EdgepruneError
+
+TOLERANCE = 1e-4
+
+
+def _randomise_batchnorm(model, rng) -> None:
+    for layer in model.layers:
+        if layer.__class__.__name__ == "BatchNormalization":
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
+                               rng.normal(0, 0.3, beta.shape).astype("float32"),
+                               rng.normal(0, 0.3, mean.shape).astype("float32"),
+                               rng.uniform(0.5, 1.5, variance.shape).astype("float32")])
+
+
+def _zero_filters(model, layer_name: str, channels, *, batchnorm: bool = True) -> None:
+    """Zero output filters of a conv (and its BN's gamma/beta, as NNCF's strip does)."""
+    layer = model.get_layer(layer_name)
+    weights = layer.get_weights()
+    weights[0][..., list(channels)] = 0
+    layer.set_weights(weights)
+    bn_name = layer_name.replace("_conv", "_bn")
+    if batchnorm and bn_name != layer_name and bn_name in [lay.name for lay in model.layers]:
+        bn = model.get_layer(bn_name)
+        bn_weights = bn.get_weights()
+        bn_weights[0][list(channels)] = 0
+        bn_weights[1][list(channels)] = 0
+        bn.set_weights(bn_weights)
+
+
+def _max_logit_diff(masked, shrunk, rng, shape) -> float:
+    x = rng.uniform(0, 1, (16, *shape)).astype("float32")
+    return float(np.abs(masked(x, training=False).numpy() - shrunk(x, training=False).numpy()).max())
+
+
+def _filters(info: dict) -> dict[str, tuple[int, int]]:
+    return {item["name"]: (item["filters"], item["filters_kept"]) for item in info["layers"]}
+
+
+def test_residual_model_cuts_coupled_channels_in_every_branch(rng):
+    from edgeprune.models import build_model
+    from edgeprune.modelstats import model_stats
+    from edgeprune.prune.shrink import shrink_model
+
+    model = build_model("resnet8", input_shape=(8, 8, 3), num_classes=10, width=1.0)
+    _randomise_batchnorm(model, rng)
+    # Residual stage 1 (stem -> block1 add): channel c is dead only if dead in both branches.
+    for name in ("stem_conv", "stage1_block1_2_conv"):
+        _zero_filters(model, name, range(0, 8))
+    _zero_filters(model, "stage1_block1_2_conv", [8, 9])  # dead in one branch only: must stay
+    for name in ("stage2_block1_short_conv", "stage2_block1_2_conv"):
+        _zero_filters(model, name, range(0, 16))
+    _zero_filters(model, "stage1_block1_1_conv", range(4, 12))  # inner convs: free to cut
+    _zero_filters(model, "stage3_block1_1_conv", range(0, 32))
+    shrunk, info = shrink_model(model)
+
+    assert _max_logit_diff(model, shrunk, rng, (8, 8, 3)) < TOLERANCE
+    filters = _filters(info)
+    assert filters["stem_conv"] == (16, 8)
+    assert filters["stage1_block1_2_conv"] == (16, 8)
+    assert filters["stage1_block1_1_conv"] == (16, 8)
+    assert filters["stage2_block1_short_conv"] == (32, 16)
+    assert filters["stage3_block1_1_conv"] == (64, 32)
+    kept = {item["layer"]: item for item in info["skipped"]}
+    assert kept["stage1_block1_2_conv"]["zero_filters_kept"] == 2
+    assert "live" in kept["stage1_block1_2_conv"]["reason"]
+    assert model_stats(shrunk)["macs"] < 0.6 * model_stats(model)["macs"]
+    assert info["params_after"] < info["params_before"]
+
+
+def test_densenet_concat_cuts_at_channel_offsets(rng):
+    from edgeprune.models.densenet import densenet121
+    from edgeprune.modelstats import model_stats
+    from edgeprune.prune.shrink import shrink_model
+
+    model = densenet121(input_shape=(8, 8, 3), num_classes=10, width=0.25, blocks=(2, 2))
+    _randomise_batchnorm(model, rng)
+    # DenseNet is BN-ReLU-conv: a dead filter meets the *consumers'* BNs, whose nonzero beta
+    # turns it into a constant that the 1x1 bottleneck/transition convs and the head absorb
+    # as bias. Before a 3x3 conv the BN must be zeroed too (as NNCF does for its groups).
+    for layer in model.layers:
+        if layer.__class__.__name__ == "Conv2D":
+            filters = layer.get_weights()[0].shape[-1]
+            _zero_filters(model, layer.name, range(1, filters, 2), batchnorm=False)
+            if layer.name.endswith("_1_conv"):
+                bn = model.get_layer(layer.name.replace("_1_conv", "_2_bn"))
+                gamma, beta, mean, variance = bn.get_weights()
+                gamma[1::2], beta[1::2] = 0, 0
+                bn.set_weights([gamma, beta, mean, variance])
+    shrunk, info = shrink_model(model)
+
+    assert _max_logit_diff(model, shrunk, rng, (8, 8, 3)) < TOLERANCE
+    assert model_stats(shrunk)["macs"] < 0.45 * model_stats(model)["macs"]
+    assert info["params_after"] < 0.5 * info["params_before"]
+    before = model.get_layer("dense1_layer2_concat").output_shape[-1]
+    assert shrunk.get_layer("dense1_layer2_concat").output_shape[-1] == before // 2
+    assert not info["skipped"]
+
+
+def test_depthwise_channels_follow_the_pointwise_filters(rng):
+    from edgeprune.models import build_model
+    from edgeprune.modelstats import model_stats
+    from edgeprune.prune.shrink import shrink_model
+
+    model = build_model("mobilenet", input_shape=(8, 8, 3), num_classes=10, width=0.25)
+    _randomise_batchnorm(model, rng)
+    for layer in model.layers:
+        if layer.name.endswith("_pw_conv") or layer.name == "stem_conv":
+            filters = layer.get_weights()[0].shape[-1]
+            _zero_filters(model, layer.name, range(0, filters, 2))
+    shrunk, info = shrink_model(model)
+
+    assert _max_logit_diff(model, shrunk, rng, (8, 8, 3)) < TOLERANCE
+    filters = _filters(info)
+    assert filters["block5_dw"] == (64, 32)  # follows block4_pw_conv's kept filters
+    assert shrunk.get_layer("block5_dw").get_weights()[0].shape[2] == 32
+    # The depthwise BN of a dead channel has nonzero beta: its constant is folded into the
+    # 1x1 pointwise conv, which gains a bias.
+    assert shrunk.get_layer("block5_pw_conv").use_bias
+    assert model_stats(shrunk)["macs"] < 0.4 * model_stats(model)["macs"]
+
+
+def test_nonzero_constant_into_3x3_conv_is_kept_with_reason(rng):
+    """A zeroed kernel whose BN beta stays nonzero makes a constant channel; ReLU maps negative
+    constants to 0 (removable) and keeps positive ones, which a zero-padded 3x3 conv cannot
+    absorb exactly: those filters stay and the report says why."""
+    from edgeprune.models import build_model
+    from edgeprune.prune.shrink import shrink_model
+
+    model = build_model("smallcnn", input_shape=(8, 8, 1), num_classes=10, width=1.0)
+    bn = model.get_layer("block1_bn")
+    gamma, beta, mean, variance = bn.get_weights()
+    mean[:], variance[:] = 0.0, 1.0
+    beta[:4], beta[4:8] = 0.7, -0.7  # filters 0-3 -> relu(0.7) > 0, filters 4-7 -> 0
+    bn.set_weights([gamma, beta, mean, variance])
+    _zero_filters(model, "block1_conv", range(8), batchnorm=False)
+    shrunk, info = shrink_model(model)
+
+    assert _max_logit_diff(model, shrunk, rng, (8, 8, 1)) < TOLERANCE
+    assert _filters(info)["block1_conv"] == (16, 12)
+    (kept,) = [item for item in info["skipped"] if item["layer"] == "block1_conv"]
+    assert kept["zero_filters_kept"] == 4
+    assert "cannot be folded" in kept["reason"]
+
+
+def test_constant_folds_through_flatten_into_dense(rng):
+    import tensorflow as tf
+
+    from edgeprune.prune.shrink import shrink_model
+
+    inputs = tf.keras.Input((6, 6, 2))
+    x = tf.keras.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
+    x = tf.keras.layers.BatchNormalization(name="bn")(x)
+    x = tf.keras.layers.ReLU()(x)
+    x = tf.keras.layers.MaxPooling2D(2)(x)
+    x = tf.keras.layers.Flatten()(x)
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(3, name="head")(x))
+    _randomise_batchnorm(model, rng)
+    bn = model.get_layer("bn")
+    weights = bn.get_weights()
+    weights[1][:] = 1.0  # dead filters turn into a positive constant after BN + ReLU
+    bn.set_weights(weights)
+    _zero_filters(model, "conv", [1, 4, 6], batchnorm=False)
+    shrunk, info = shrink_model(model)
+
+    assert _max_logit_diff(model, shrunk, rng, (6, 6, 2)) < TOLERANCE
+    assert _filters(info)["conv"] == (8, 5)
+    assert shrunk.get_layer("head").get_weights()[0].shape == (3 * 3 * 5, 3)
+
+
+def test_sequential_model_is_shrunk(rng):
+    import tensorflow as tf
+
+    from edgeprune.prune.shrink import shrink_model
+
+    model = tf.keras.Sequential([
+        tf.keras.Input((6, 6, 1)),
+        tf.keras.layers.Conv2D(8, 3, padding="same", name="c1_conv"),
+        tf.keras.layers.ReLU(),
+        tf.keras.layers.Conv2D(8, 3, padding="same", name="c2_conv"),
+        tf.keras.layers.GlobalAveragePooling2D(),
+        tf.keras.layers.Dense(2),
+    ])
+    weights = model.get_layer("c1_conv").get_weights()
+    weights[0][..., :3] = 0
+    weights[1][:3] = 0
+    model.get_layer("c1_conv").set_weights(weights)
+    shrunk, info = shrink_model(model)
+    assert _max_logit_diff(model, shrunk, rng, (6, 6, 1)) < TOLERANCE
+    assert _filters(info)["c1_conv"] == (8, 5)
+
+
+def test_subclassed_model_is_refused():
+    import tensorflow as tf
+
+    from edgeprune.prune.shrink import shrink_model
+
+    class Tiny(tf.keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = tf.keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Tiny()
+    model(np.zeros((1, 3), "float32"))
+    with pytest.raises(EdgepruneError, match="subclassed"):
+        shrink_model(model)
