@@ -371,3 +371,44 @@ def write_autoattack(report: dict, stem: str | os.PathLike) -> list[Path]:
     atomic_write_text(paths[1], autoattack_csv(report))
     atomic_write_text(paths[2], autoattack_markdown(report))
     return paths
+
+
+DEFAULT_CURVE_EPS = {"linf": (2 / 255, 4 / 255, 8 / 255), "l2": (0.25, 0.5, 1.0)}
+
+
+def robustness_command(models: Sequence[str], *, curve: bool, autoattack_version: str | None,
+                       eps_text: str | None, norm: str, dataset: str | None, limit: int | None,
+                       batch_size: int, output: str | None, fmn_steps: int, tune: bool, seed: int,
+                       sets: Sequence[str] = (), allow_unsafe: bool = False, progress: bool = False,
+                       echo: Callable[[str], None] = print) -> list[Path]:
+    """`edgeprune evaluate --curve` / `--autoattack`: validate, run, print markdown, write STEM.*."""
+    from edgeprune.attacks.registry import DEFAULT_EPS, normalize_norm
+
+    if curve and autoattack_version:
+        raise EdgepruneError("--curve and --autoattack are separate reports: give one of them")
+    if sets:
+        raise EdgepruneError("--sets does not combine with --curve/--autoattack (they attack each model)")
+    norm = normalize_norm(norm)
+    written: list[Path] = []
+    if curve:
+        texts = [t for t in (eps_text or "").split(",") if t.strip()]
+        eps_report = [parse_eps(t) for t in texts] if texts else list(DEFAULT_CURVE_EPS[norm])
+        report, curves = evaluate_curves(models, dataset_spec=dataset, limit=limit, norm=norm, steps=fmn_steps,
+                                         tune=tune, eps_report=eps_report, batch_size=batch_size,
+                                         allow_unsafe=allow_unsafe, progress=progress)
+        echo(curves_markdown(report))
+        if output:
+            written = write_curves(report, curves, output)
+    else:
+        eps = parse_eps(eps_text) if eps_text else DEFAULT_EPS[norm]
+        if eps <= 0:
+            raise EdgepruneError(f"--eps must be > 0 for --autoattack, got {eps_text}")
+        report = evaluate_autoattack(models, eps=eps, dataset_spec=dataset, limit=limit, norm=norm,
+                                     version=autoattack_version, seed=seed, batch_size=batch_size,
+                                     allow_unsafe=allow_unsafe, progress=progress)
+        echo(autoattack_markdown(report))
+        if output:
+            written = write_autoattack(report, output)
+    if written:
+        echo(f"-> {', '.join(str(p) for p in written)}")
+    return written
