@@ -217,7 +217,10 @@ def convert_tflite(model: "tf.keras.Model", destination: Path, config: ConvertCo
     if try_sparse:
         encoded = _tflite_bytes(model, config.precision, sparse=True, calibration=calibration,
                                 int8_io=config.int8_io)
-    use_sparse = encoded is not None and (dense is None or len(encoded) < len(dense))
+    sparse_error = None if encoded is None else _tflite_load_error(encoded, destination, model.input_shape[1:])
+    if sparse_error is not None and dense is None:
+        raise EdgepruneError(f"the sparse-encoded TFLite model does not run ({sparse_error}); use --sparse auto or off")
+    use_sparse = encoded is not None and sparse_error is None and (dense is None or len(encoded) < len(dense))
     destination.write_bytes(encoded if use_sparse else dense)
     return {
         "weight_sparsity": sparsity,
@@ -225,8 +228,29 @@ def convert_tflite(model: "tf.keras.Model", destination: Path, config: ConvertCo
         "mode": config.sparse,
         "dense_bytes": None if dense is None else len(dense),
         "sparse_bytes": None if encoded is None else len(encoded),
+        "sparse_runs": None if encoded is None else sparse_error is None,
+        "sparse_error": sparse_error,
         "used": use_sparse,
     }
+
+
+def _tflite_load_error(content: bytes, destination: Path, input_shape) -> str | None:
+    """Why the runtime cannot run `content` (None when it runs a batch of two images).
+
+    Measured: LiteRT's XNNPACK delegate refuses sparse-encoded convolutions ("failed to
+    delegate CONV_2D"), so a smaller sparse file is only kept when it actually runs.
+    """
+    from edgeprune.runtime import load
+
+    trial = destination.with_name(f"trial-{destination.name}")
+    trial.write_bytes(content)
+    try:
+        load(trial).predict(np.zeros((2, *input_shape), np.float32), 2)
+    except EdgepruneError as exc:
+        return str(exc).split(": ", 1)[-1][:200]
+    finally:
+        trial.unlink()
+    return None
 
 
 # --- OpenVINO -----------------------------------------------------------------------------

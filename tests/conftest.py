@@ -75,7 +75,7 @@ def cifar_model(tmp_path_factory, cifar_small):
 @pytest.fixture(scope="session")
 def digits_converted(tmp_path_factory, digits_model, digits):
     """convert(target, precision) -> (model path, convert report) of `digits_model`, each
-    conversion made once per session (verified on 300 test images, 300 calibration images)."""
+    conversion made once per session (verified on 300 test images; int8 calibrated on 200)."""
     from edgeprune.convert import ConvertConfig, convert_model
 
     folder = tmp_path_factory.mktemp("converted")
@@ -85,7 +85,8 @@ def digits_converted(tmp_path_factory, digits_model, digits):
         if (target, precision) not in made:
             suffix = ".tflite" if target == "tflite" else ".xml"
             output = folder / f"digits_{precision}{suffix}"
-            report = convert_model(digits_model[0], output, ConvertConfig(target, precision),
+            config = ConvertConfig(target, precision, calibration=200)
+            report = convert_model(digits_model[0], output, config,
                                    dataset=digits, progress=False)
             made[target, precision] = output, report
         return made[target, precision]
