@@ -197,7 +197,7 @@ def _print_summary(report: dict, output: Path) -> None:
               help="[tfmot] Fraction of weights set to zero, 0 < s < 1 [default: 0.5].")
 @click.option("--schedule", type=click.Choice(["constant", "polynomial"]), default="polynomial",
               show_default=True,
-              help="[tfmot] polynomial ramps 0 -> sparsity over the first 70%% of the fine-tuning "
+              help="[tfmot] polynomial ramps 0 -> sparsity over the first 70% of the fine-tuning "
                    "steps; constant prunes to the target at step 1. Mask-update steps are derived "
                    "from the real number of steps, so the target is reached.")
 @click.option("--scope", type=click.Choice(["local", "global", "lamp"]), default="local",
@@ -207,7 +207,7 @@ def _print_summary(report: dict, output: Path) -> None:
                    "(Lee et al. 2021), each layer keeps its largest weights.")
 @click.option("--pattern", default=None, metavar="N:M",
               help="[tfmot] N:M sparsity: keep N of every M consecutive weights along the input "
-                   "channels (2:4 for sparse tensor cores / XNNPACK). Replaces --sparsity.")
+                   "channels (2:4 is the pattern sparse tensor cores accelerate). Replaces --sparsity.")
 @click.option("--frequency", type=click.IntRange(min=1), default=None,
               help="[tfmot] Steps between mask updates [default: derived from the fine-tune length].")
 @click.option("--criterion", type=click.Choice(["l1", "l2", "gm"]), default="l2", show_default=True,
