@@ -61,6 +61,7 @@ def test_nncf_zeroes_filters_at_the_target_level(nncf_pruned):
     _, base, masked, info = nncf_pruned
     assert info["level_requested"] == 0.5
     assert info["level_reached"] == pytest.approx(0.5)
+    assert info["zero_filter_fraction"] == pytest.approx(0.5, abs=0.05)
     # First conv and stride-2 convs are pruned too, so FLOPs fall well beyond the 40% that
     # NNCF's defaults give.
     assert info["flops_pruning_level"] > 0.6

@@ -250,6 +250,8 @@ def nncf_filter_prune(model: "tf.keras.Model", dataset: Dataset, config: NNCFFil
     left_alone = [name for name in conv_layers if name not in pruned_layers]
     reasons = {layer: refusal["reason"] for refusal in refusals for layer in refusal["layers"]}
     level_requested = config.target if config.target is not None else config.flops_target
+    pruned_filters = sum(zero_counts[name][0] for name in pruned_layers if name in zero_counts)
+    pruned_zero = sum(zero_counts[name][1] for name in pruned_layers if name in zero_counts)
     info = {
         "method": "nncf-filter",
         "criterion": config.criterion,
@@ -266,6 +268,8 @@ def nncf_filter_prune(model: "tf.keras.Model", dataset: Dataset, config: NNCFFil
         "level_kind": "filters" if config.target is not None else "flops",
         "level_requested": level_requested,
         "level_reached": float(controller.pruning_level),
+        # measured on the stripped model: zero filters / filters of the layers NNCF pruned
+        "zero_filter_fraction": pruned_zero / pruned_filters if pruned_filters else 0.0,
         "flops_before": flops_before,
         "flops_after": int(reached.current_flops),
         "flops_pruning_level": float(reached.flops_pruning_level),
