@@ -42,6 +42,17 @@ def _memory_bytes() -> int | None:
         return None
 
 
+def _physical_cores() -> int | None:
+    """Distinct (package, core) pairs in sysfs topology: SMT siblings count once."""
+    cores = set()
+    for topology in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/topology"):
+        package = _read(str(topology / "physical_package_id"))
+        core = _read(str(topology / "core_id"))
+        if core is not None:
+            cores.add((package, core))
+    return len(cores) or None
+
+
 def host_fingerprint() -> dict:
     """CPU model, ISA flags that matter for inference, cores, memory, OS and stack versions."""
     info = _cpuinfo()
@@ -52,6 +63,7 @@ def host_fingerprint() -> dict:
         "cpu_model": model or "unknown",
         "architecture": platform.machine(),
         "logical_cores": os.cpu_count(),
+        "physical_cores": _physical_cores(),
         "affinity": affinity,
         "isa": sorted(flag for flag in ISA_FLAGS if flag in flags),
         "memory_bytes": _memory_bytes(),

@@ -1,0 +1,55 @@
+"""`edgeprune compare`: the CI gate between a baseline profile and a candidate profile."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("compare")
+@click.argument("baseline", type=click.Path(dir_okay=False))
+@click.argument("candidate", type=click.Path(dir_okay=False))
+@click.option("--max-slowdown", default="10%", show_default=True,
+              help="Largest tolerated latency growth (10% or 0.10), judged beyond the runs' noise.")
+@click.option("--max-size-growth", default="0%", show_default=True,
+              help="Largest tolerated file-size growth (compared exactly).")
+@click.option("--format", "output_format", type=click.Choice(["md", "json"]), default="md",
+              show_default=True, help="What to print on stdout: a markdown job summary or JSON.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Also write the JSON report here.")
+@click.option("--allow-host-mismatch", is_flag=True,
+              help="Compare profiles whose host fingerprints differ (the differences are listed).")
+def command(baseline, candidate, max_slowdown, max_size_growth, output_format, output, allow_host_mismatch):
+    """Compare CANDIDATE.json against BASELINE.json (both from `edgeprune profile`).
+
+    Entries pair by model name, format, batch and threads. A slowdown is a regression only
+    when the median (p50) AND the fastest run (min) are slower than --max-slowdown AND the
+    fastest runs differ by more than their own spread (p10 - min of each run).
+    Interference from other processes moves the median, a slower model moves everything.
+    When other processes used a share of the measured CPUs during either run, the floor
+    must also exceed that share (capped at 60%). File size growth beyond
+    --max-size-growth is a regression.
+
+    \b
+    Exit status: 0 no regression, 1 regression, 2 unusable input (bad JSON, wrong schema,
+    different hosts without --allow-host-mismatch, nothing to pair).
+    \b
+    Example (CI):
+      edgeprune compare baseline.json candidate.json --max-slowdown 10% >> "$GITHUB_STEP_SUMMARY"
+    """
+    from edgeprune.compare import CompareConfig, compare_profiles, load_profile, markdown_report, parse_fraction
+    from edgeprune.io import write_json
+
+    config = CompareConfig(max_slowdown=parse_fraction(max_slowdown, "--max-slowdown"),
+                           max_size_growth=parse_fraction(max_size_growth, "--max-size-growth"),
+                           allow_host_mismatch=allow_host_mismatch)
+    report = compare_profiles(load_profile(baseline), load_profile(candidate), config,
+                              baseline_path=baseline, candidate_path=candidate)
+    if output is not None:
+        write_json(output, report)
+    if output_format == "json":
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(markdown_report(report), nl=False)
+    raise SystemExit(1 if report["verdict"] == "regression" else 0)
