@@ -37,9 +37,13 @@ TAXONOMY_COLUMNS = ("method", "pipeline", "iteration", "structure", "scope", "cr
 
 def _stage_report(outcome, cache: Cache) -> dict:
     """The JSON report a stage wrote beside its primary output (named in the manifest)."""
-    if outcome is None or outcome.manifest is None or not outcome.manifest.get("report"):
+    if outcome is None or outcome.manifest is None:
         return {}
-    path = cache.path(outcome.manifest["key"]) / outcome.manifest["report"]
+    primary = outcome.manifest.get("primary") or ""
+    name = outcome.manifest.get("report") or (primary if primary.endswith(".json") else None)
+    if not name:
+        return {}
+    path = cache.path(outcome.manifest["key"]) / name
     return read_json(path) if path.exists() else {}
 
 
@@ -62,6 +66,40 @@ def evaluate_rows(report: dict) -> list[dict]:
     images = report.get("images") or {}
     return [{"set": row, "accuracy": next(iter(by_model.values()), None), "samples": images.get(row)}
             for row, by_model in (report.get("accuracy") or {}).items()]
+
+
+def robustness_fields(record: dict, args: dict) -> dict:
+    """clean / robust accuracy, eps, images, median norm and curve from a robustness cell's report:
+    `evaluate --autoattack`, `evaluate --curve` (FMN) or an attack set crafted on the model."""
+    schema = str(record.get("schema", ""))
+    if "autoattack" in schema:
+        model = (record.get("models") or [{}])[0]
+        return {"eps": _get(record, "config", "eps"), "clean_accuracy": model.get("clean_accuracy"),
+                "robust_accuracy": model.get("robust_accuracy"), "samples": model.get("images"),
+                "stages": {s["name"]: s["robust_accuracy"] for s in model.get("stages", [])}}
+    if record.get("curves") is not None:
+        model = (record.get("models") or [{}])[0]
+        at = model.get("robust_accuracy_at") or {}
+        wanted = args.get("eps")
+        eps_key = next((k for k in at if wanted is not None and abs(float(k) - _eps_value(wanted)) < 1e-6),
+                       max(at, key=float) if at else None)
+        curve = next(iter(record["curves"].values()), None)
+        median = model.get("median_norm")
+        return {"eps": float(eps_key) if eps_key else None, "clean_accuracy": model.get("clean_accuracy"),
+                "robust_accuracy": at.get(eps_key) if eps_key else None, "samples": model.get("images"),
+                "median_norm": None if median == "inf" else median,
+                "curve": {"eps": record.get("grid"), "accuracy": curve} if curve else None}
+    metrics = record.get("source_metrics") or {}
+    return {"eps": _get(record, "attack", "eps"), "clean_accuracy": metrics.get("clean_accuracy"),
+            "robust_accuracy": metrics.get("adversarial_accuracy"), "samples": _get(record, "dataset", "images")}
+
+
+def _eps_value(value: Any) -> float:
+    text = str(value).split(",")[0]
+    if "/" in text:
+        top, bottom = text.split("/", 1)
+        return float(top) / float(bottom)
+    return float(text)
 
 
 def collect(grid: Grid, outcomes: dict, cache: Cache) -> dict:
@@ -119,15 +157,9 @@ def collect(grid: Grid, outcomes: dict, cache: Cache) -> dict:
             outcome = outcomes.get(f"robustness:{node.id}/{robust.name}")
             if outcome is None or outcome.manifest is None:
                 continue
-            record = _stage_report(outcome, cache)
-            metrics = record.get("source_metrics") or {}
             robustness.append({"id": node.id, **_label_fields(node.labels), "robustness": robust.name,
-                               "attack": robust.attack, "eps": _get(record, "attack", "eps"),
-                               "clean_accuracy": metrics.get("clean_accuracy"),
-                               "robust_accuracy": metrics.get("adversarial_accuracy"),
-                               "samples": _get(record, "dataset", "images"),
-                               "median_norm": record.get("median_norm") or _get(record, "curve", "median_norm"),
-                               "curve": record.get("curve")})
+                               "attack": robust.attack,
+                               **robustness_fields(_stage_report(outcome, cache), robust.args)})
     for row in models:
         before = base_stats.get(row["id"]) if row["prune"] == "base" and row["format"] == "keras" else None
         for key in ("params_nonzero", "macs", "sparsity"):
@@ -154,6 +186,10 @@ def _fmt(value: Any, kind: str = "") -> str:
         return f"{value:.1%}"
     if kind == "bytes":
         return f"{value / 1024:,.1f} KiB" if value < 2**20 else f"{value / 2**20:,.2f} MiB"
+    if kind == "ms":
+        return f"{value:.2f}"
+    if kind == "int":
+        return f"{round(value):,}"
     if kind == "level":
         return "base" if value == 0 else f"{value:g}"
     if isinstance(value, int):
@@ -317,14 +353,16 @@ def latency_tables(data: dict) -> list[str]:
                           key=lambda v: (v[0], v[1] != "base", v[1], v[2]))
         sizes = {m["id"]: m for m in data["models"]}
         header = ["model", "pruning", "level", "file", "gzip",
-                  *[f"b{b} t{t} ms" for b, t in batches], *[f"b{b} t{t} img/s" for b, t in batches]]
+                  *[f"b{b} t{t} ms mean ± std" for b, t in batches], *[f"b{b} t{t} ms p50" for b, t in batches],
+                  *[f"b{b} t{t} img/s" for b, t in batches]]
         body = []
         for model, family, level, model_id in variants:
             cells = {(r["batch"], r["threads"]): r for r in group if r["id"] == model_id}
             body.append([model, family, _fmt(level, "level"), _fmt(sizes.get(model_id, {}).get("file_bytes"), "bytes"),
                          _fmt(sizes.get(model_id, {}).get("gzip_bytes"), "bytes"),
                          *[_latency(cells.get(bt)) for bt in batches],
-                         *[_fmt(cells.get(bt, {}).get("throughput_ips")) for bt in batches]])
+                         *[_fmt(cells.get(bt, {}).get("latency_ms_p50"), "ms") for bt in batches],
+                         *[_fmt(cells.get(bt, {}).get("throughput_ips"), "int") for bt in batches]])
         out.append(f"#### Latency and size — {runtime} ({dataset})\n\n" + markdown_table(header, body))
     return out
 
@@ -459,8 +497,8 @@ def plot_latency_size(data: dict, path: Path) -> Path | None:
             continue
         base = [r for r in rows if (r["dataset"], r["model"], r["runtime"], r["batch"], r["prune"]) ==
                 (dataset, model, runtime, batch, "base")]
-        points = sorted((float(r["level"]), r["latency_ms_mean"]) for r in base + group
-                        if r["latency_ms_mean"] is not None)
+        points = sorted((float(r["level"]), r["latency_ms_p50"]) for r in base + group
+                        if r["latency_ms_p50"] is not None)
         if points:
             ax_lat.plot(*zip(*points, strict=True), marker="o", label=f"{model} {family} {runtime} b{batch}")
     sizes = [m for m in data["models"] if m.get("file_bytes")]
@@ -471,7 +509,7 @@ def plot_latency_size(data: dict, path: Path) -> Path | None:
                 (dataset, model, runtime, "base")]
         points = sorted((float(m["level"]), (m.get("gzip_bytes") or m["file_bytes"]) / 1024) for m in base + group)
         ax_size.plot(*zip(*points, strict=True), marker="o", label=f"{model} {family} {runtime}")
-    ax_lat.set(xlabel="sparsity / target", ylabel="latency (ms, mean)", title="Latency vs sparsity per runtime")
+    ax_lat.set(xlabel="sparsity / target", ylabel="latency (ms, median)", title="Latency vs sparsity per runtime")
     ax_size.set(xlabel="sparsity / target", ylabel="gzip size (KiB)", title="Size vs sparsity per runtime")
     for ax in (ax_lat, ax_size):
         ax.grid(alpha=0.3)

@@ -262,7 +262,9 @@ def _schedule(grid: Grid, cache: Cache, options: RunOptions, size, console) -> d
                     try:
                         manifest = future.result()
                     except CellFailed as exc:
-                        message = str(exc)
+                        # Ray wraps the worker's exception; its `cause` is the CellFailed raised.
+                        cause = getattr(exc, "cause", None)
+                        message = str(cause if isinstance(cause, CellFailed) else exc)
                         _say(console, f"FAILED {message.splitlines()[0]}")
                         LOG.info(message)
                         finish(Outcome(cell=cell, status="failed", key=None, error=message.splitlines()[0],

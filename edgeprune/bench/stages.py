@@ -54,6 +54,7 @@ def init_worker(threads: int | None) -> None:
     global _WORKER_READY
     if _WORKER_READY:
         return
+    _die_with_parent()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
     import tensorflow as tf
@@ -65,6 +66,18 @@ def init_worker(threads: int | None) -> None:
     # Same inputs, same bytes: a resumed grid must report what a clean run reports.
     tf.config.experimental.enable_op_determinism()
     _WORKER_READY = True
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker is killed when the process that started it dies (a SIGKILLed bench
+    run leaves no orphan still computing; its unfinished cell is redone on resume)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
 
 
 def run_cell(job: CellJob) -> dict:
@@ -192,6 +205,8 @@ def _report_name(folder: Path, primary: str | None) -> str | None:
     """The stage's JSON report beside its primary output: OUT.json or OUT.EXT.json."""
     if not primary:
         return None
+    if primary.endswith(".json"):
+        return primary
     for name in (Path(primary).with_suffix(".json").name, f"{primary}.json"):
         if (folder / name).exists() and name != primary:
             return name
@@ -258,8 +273,23 @@ def run_attack(job: CellJob, out: Path) -> dict:
 
 
 def run_robustness(job: CellJob, out: Path) -> dict:
-    # White-box robustness of each model on itself: an attack crafted on the model it measures.
-    return run_attack(job, out)
+    """White-box robustness of a model on itself. AutoAttack and FMN curves go through
+    `edgeprune evaluate --autoattack / --curve` (per-stage accuracy, per-image minimal norms);
+    any other attack through `edgeprune attack`, whose set records the model's accuracy on it."""
+    params = job.params
+    attack, args = params["attack"], dict(params["args"])
+    if attack not in ("autoattack", "fmn"):
+        return run_attack(job, out)
+    command = _command("evaluate")
+    argv = [job.inputs["model"]["path"], *_dataset_flags(command, params, limit=params.get("limit"))]
+    if attack == "autoattack":
+        values = {"autoattack": args.pop("version", "standard"), **args}
+        if "seed" in _option_names(command):
+            values["seed"] = params.get("seed")
+    else:
+        values = {"curve": True, "fmn-steps": args.pop("steps", None), **args}
+    _invoke("evaluate", [*argv, *_flags(values), "-o", str(out / "robustness")])
+    return {"_primary": "robustness.json"}
 
 
 def run_evaluate(job: CellJob, out: Path) -> dict:

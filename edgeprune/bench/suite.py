@@ -32,7 +32,9 @@ VICTIM_FORMATS = ("keras", "tflite", "openvino")
 # `stage_choices`); this list names what the attack issues specify, for validation without it.
 ATTACKS = ("fgsm", "bim", "pgd", "pgd-l2", "mim", "cw", "spsa", "deepfool", "apgd", "uap",
            "autoattack", "fmn", "square")
-ROBUSTNESS_ATTACKS = ("autoattack", "fmn", "pgd", "apgd")
+ROBUSTNESS_ATTACKS = ("autoattack", "fmn", "pgd", "apgd", "square")
+EVALUATE_ROBUSTNESS_ARGS = {"autoattack": ("version", "eps", "norm", "batch-size"),
+                            "fmn": ("steps", "eps", "norm", "no-tune", "batch-size")}
 MODEL_SELECTORS = ("base", "pruned", "all")
 TAXONOMY_KEYS = {
     "pipeline": ("after-training", "before-training", "during-training"),
@@ -574,7 +576,12 @@ def _parse_robustness(value: Any, check: _Checker) -> tuple[RobustnessSpec, ...]
     allowed = tuple(a for a in catalogue if a in ROBUSTNESS_ATTACKS) if catalogue else ROBUSTNESS_ATTACKS
     for i, entry in enumerate(_list(value, "robustness", check)):
         key = f"robustness[{i}]"
-        entry, attack, args = _attack_entry(entry, key, check, allowed, ("of",), catalogue, options)
+        attack = entry.get("attack") if isinstance(entry, dict) else entry
+        # AutoAttack and FMN curves run through `edgeprune evaluate --autoattack / --curve`.
+        through_evaluate = EVALUATE_ROBUSTNESS_ARGS.get(attack) if isinstance(attack, str) else None
+        entry, attack, args = _attack_entry(entry, key, check, allowed, ("of",),
+                                            None if through_evaluate else catalogue,
+                                            through_evaluate or options)
         items.append(RobustnessSpec(
             name=check.name(entry.get("name", attack), f"{key}.name"), attack=attack,
             of=check.choice(entry.get("of", "all"), f"{key}.of", MODEL_SELECTORS),
