@@ -24,14 +24,14 @@ def deepfool(model_fn: Callable, x, y, *, eps: float | None, norm: str, seed: in
 
     x = tf.convert_to_tensor(x, tf.float32)
     y = tf.convert_to_tensor(y, tf.int64)
-    loop = _compiled(model_fn, norm, int(candidates))
+    loop = _compiled(model_fn, norm, int(candidates), tuple(x.shape[1:]))
     return loop(x, y, tf.constant(max_iter, tf.int32), tf.constant(overshoot, tf.float32)).numpy()
 
 
-def _compiled(model_fn: Callable, norm: str, candidates: int) -> Callable:
+def _compiled(model_fn: Callable, norm: str, candidates: int, image_shape: tuple) -> Callable:
     import tensorflow as tf
 
-    key = (norm, candidates)
+    key = (norm, candidates, image_shape)
     try:
         cache = _LOOPS.setdefault(model_fn, {})
     except TypeError:
@@ -39,7 +39,9 @@ def _compiled(model_fn: Callable, norm: str, candidates: int) -> Callable:
     if key in cache:
         return cache[key]
 
-    @tf.function(reduce_retracing=True)
+    # Any batch size with one trace (UAP calls it on ever-changing subsets).
+    @tf.function(input_signature=[tf.TensorSpec((None, *image_shape), tf.float32), tf.TensorSpec((None,), tf.int64),
+                                  tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.float32)])
     def loop(x, y, max_iter, overshoot):
         logits0 = model_fn(x)
         num_classes = logits0.shape[-1]
@@ -50,18 +52,21 @@ def _compiled(model_fn: Callable, norm: str, candidates: int) -> Callable:
         r_total = tf.zeros_like(x)
         for _ in tf.range(max_iter):
             x_adv = tf.clip_by_value(x + (1.0 + overshoot) * r_total, 0.0, 1.0)
-            with tf.GradientTape(persistent=True) as tape:
-                tape.watch(x_adv)
-                logits = model_fn(x_adv)
-                f_true = tf.gather(logits, y, batch_dims=1)
-                f_others = tf.gather(logits, others, batch_dims=1)
-                objectives = [f_others[:, j] - f_true for j in range(k)]
-            active = tf.equal(tf.argmax(logits, axis=1), y)
+            active = tf.equal(tf.argmax(model_fn(x_adv), axis=1), y)
             if not tf.reduce_any(active):
                 break
-            w = tf.stack([tape.gradient(o, x_adv) for o in objectives], axis=1)  # (B, k, H, W, C)
-            del tape
-            f = tf.abs(tf.stack(objectives, axis=1))  # (B, k)
+            # One forward/backward over k copies of each image gives the k boundary gradients
+            # (copy j differentiates f_j - f_true); cheaper to trace than k tape.gradient calls.
+            copies = tf.repeat(x_adv, k, axis=0)
+            with tf.GradientTape() as tape:
+                tape.watch(copies)
+                logits = tf.reshape(model_fn(copies), [-1, k, num_classes])
+                f_true = tf.reduce_sum(logits * onehot[:, None, :], axis=2)
+                f_other = tf.reduce_sum(logits * tf.one_hot(others, num_classes, dtype=logits.dtype), axis=2)
+                objectives = f_other - f_true  # (B, k), negative while the image is correct
+                total = tf.reduce_sum(objectives)
+            w = tf.reshape(tape.gradient(total, copies), tf.concat([[-1, k], tf.shape(x)[1:]], 0))
+            f = tf.abs(objectives)
             w_flat = tf.reshape(w, [tf.shape(w)[0], k, -1])
             if norm == "linf":
                 w_norm = tf.reduce_sum(tf.abs(w_flat), axis=2) + 1e-8

@@ -45,17 +45,29 @@ def mim(model_fn: Callable, x, y, *, eps: float, norm: str, seed: int, steps: in
 
 def spsa(model_fn: Callable, x, y, *, eps: float, norm: str, seed: int, steps: int = 10,
          samples: int = 128, delta: float = 0.01, learning_rate: float = 0.01) -> np.ndarray:
-    """Gradient-free SPSA (Uesato et al. 2018); CleverHans takes one image at a time."""
-    import tensorflow as tf
-    from cleverhans.tf2.attacks.spsa import spsa as cleverhans_spsa
+    """Gradient-free SPSA (Uesato et al. 2018) through CleverHans, one image at a time.
 
-    samples += samples % 2  # CleverHans draws +/- pairs
+    A thin wrapper around CleverHans' `projected_optimization` + `SPSAAdam` instead of its
+    `spsa()`: on Keras >= 2.11 `SPSAAdam(lr=...)` silently drops `lr` and runs at 0.001
+    (measured: no image fooled at eps 0.3), so the learning rate is set after construction.
+    """
+    import tensorflow as tf
+    from cleverhans.tf2.attacks.spsa import SPSAAdam, margin_logit_loss, projected_optimization
+
+    samples += samples % 2  # SPSA draws +/- pairs
+
+    def loss_fn(images, labels):  # untargeted: minimise (true logit - best other logit)
+        logits = model_fn(images)
+        return -margin_logit_loss(logits, labels, nb_classes=logits.shape[-1])
+
     out = []
     for i in range(int(x.shape[0])):
         tf.random.set_seed(int(seed) + i)  # CleverHans draws from the global generator
-        out.append(cleverhans_spsa(model_fn, x[i:i + 1], y[i:i + 1], eps, steps, clip_min=0.0,
-                                   clip_max=1.0, learning_rate=learning_rate, delta=delta,
-                                   spsa_samples=samples, spsa_iters=1).numpy())
+        optimizer = SPSAAdam(lr=learning_rate, delta=delta, num_samples=samples, num_iters=1)
+        optimizer.learning_rate = learning_rate
+        out.append(projected_optimization(loss_fn, x[i:i + 1], y[i:i + 1], eps, steps, optimizer,
+                                          clip_min=0.0, clip_max=1.0, early_stop_loss_threshold=None
+                                          ).numpy())
     return np.concatenate(out)
 
 
@@ -78,7 +90,7 @@ def pgd(model_fn: Callable, x, y, *, eps: float, norm: str, seed: int, steps: in
         start = random_ball(tf.shape(x), eps, norm, seed)
     else:
         start = tf.zeros_like(x)
-    loop = _pgd_loop(model_fn, norm)
+    loop = _pgd_loop(model_fn, norm, tuple(x.shape[1:]))
     return loop(x, y, start, tf.constant(eps, tf.float32), tf.constant(step, tf.float32),
                 tf.constant(steps, tf.int32)).numpy()
 
@@ -97,15 +109,15 @@ def random_ball(shape, eps: float, norm: str, seed: int):
     return tf.reshape(eps * radius * gauss, shape)
 
 
-def _pgd_loop(model_fn: Callable, norm: str) -> Callable:
+def _pgd_loop(model_fn: Callable, norm: str, image_shape: tuple) -> Callable:
     import tensorflow as tf
 
     try:
         cache = _PGD_LOOPS.setdefault(model_fn, {})
     except TypeError:  # model_fn cannot be weakly referenced: compile without caching
         cache = {}
-    if norm in cache:
-        return cache[norm]
+    if (norm, image_shape) in cache:
+        return cache[(norm, image_shape)]
 
     def clip_eta(eta, eps):
         if norm == "linf":
@@ -113,7 +125,11 @@ def _pgd_loop(model_fn: Callable, norm: str) -> Callable:
         size = tf.sqrt(tf.maximum(1e-12, tf.reduce_sum(tf.square(eta), axis=[1, 2, 3], keepdims=True)))
         return eta * tf.minimum(1.0, eps / size)
 
-    @tf.function(reduce_retracing=True)
+    images = tf.TensorSpec((None, *image_shape), tf.float32)
+    scalar = tf.TensorSpec((), tf.float32)
+
+    @tf.function(input_signature=[images, tf.TensorSpec((None,), tf.int64), images, scalar, scalar,
+                                  tf.TensorSpec((), tf.int32)])
     def loop(x, y, start, eps, step, steps):
         x_adv = tf.clip_by_value(x + clip_eta(start, eps), 0.0, 1.0)
         for _ in tf.range(steps):
@@ -130,5 +146,5 @@ def _pgd_loop(model_fn: Callable, norm: str) -> Callable:
             x_adv = tf.clip_by_value(x + clip_eta(x_adv - x, eps), 0.0, 1.0)
         return x_adv
 
-    cache[norm] = loop
+    cache[(norm, image_shape)] = loop
     return loop
