@@ -63,7 +63,8 @@ def tiny(tmp_path_factory):
     model = build_model("smallcnn", input_shape=(16, 16, 3), width=0.5)
     save_keras_model(model, folder / "tiny.h5", metadata={"arch": "smallcnn"})
     (folder / "tiny.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-    ov.save_model(ov.convert_model(model), str(folder / "tiny.xml"), compress_to_fp16=False)
+    # OpenVINO reads the .tflite directly: much faster than tracing the Keras model again.
+    ov.save_model(ov.convert_model(str(folder / "tiny.tflite")), str(folder / "tiny.xml"), compress_to_fp16=False)
     return folder
 
 
@@ -111,7 +112,7 @@ def test_gzip_shows_what_90_percent_sparsity_saves(tmp_path):
     from edgeprune.modelio import save_keras_model
     from edgeprune.models import build_model
 
-    dense = build_model("smallcnn", input_shape=(16, 16, 3), width=2.0)
+    dense = build_model("smallcnn", input_shape=(16, 16, 3), width=1.0)
     rng = np.random.default_rng(0)
     dense.set_weights([rng.normal(0, 0.1, w.shape).astype(np.float32) for w in dense.get_weights()])
     save_keras_model(dense, tmp_path / "dense.h5")
@@ -125,7 +126,7 @@ def test_gzip_shows_what_90_percent_sparsity_saves(tmp_path):
     dense_size, sparse_size = model_size(tmp_path / "dense.h5"), model_size(tmp_path / "sparse.h5")
     assert sparse_size["file_bytes"] == pytest.approx(dense_size["file_bytes"], rel=0.02)  # .h5 stores zeros
     assert sparse_size["gzip_bytes"] < 0.4 * sparse_size["file_bytes"]
-    assert dense_size["gzip_bytes"] > 0.8 * dense_size["file_bytes"]
+    assert sparse_size["gzip_bytes"] < 0.5 * dense_size["gzip_bytes"]  # random dense weights barely pack
     kernels = sum(w.size for w in weights if w.ndim >= 2)
     assert sparse_size["params"] - sparse_size["params_nonzero"] == pytest.approx(0.9 * kernels, rel=0.01)
 
@@ -173,9 +174,10 @@ def test_keras_in_process_says_when_threads_could_not_be_set(tiny):
     current = tf.config.threading.get_intra_op_parallelism_threads()
     other = 2 if current == 1 else 1
     config = ProfileConfig(batches=(2,), threads=(other,), isolation="none", **QUICK)
-    cell = profile_models([tiny / "tiny.h5"], config, progress=False)["results"][0]
+    report = profile_models([tiny / "tiny.h5"], config, progress=False)
+    cell = report["results"][0]
     assert cell["runtime"] == "tensorflow" and cell["threads_applied"] is False
-    assert "(not applied)" in markdown_report(profile_models([tiny / "tiny.h5"], config, progress=False))
+    assert "(not applied)" in markdown_report(report)
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")

@@ -68,7 +68,7 @@ def command(models, batches, threads, cpus, runs, min_time_s, warmup, warmup_tim
         min_time_s=min_time_s, warmup=warmup, warmup_time_s=warmup_time_s, isolation=isolation,
         seed=seed, input_shape=parse_int_list(input_shape, "--input-shape") if input_shape else None,
         allow_unsafe=allow_unsafe)
-    command_line = "edgeprune profile " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    command_line = "edgeprune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = profile_models(models, config, progress=not quiet, command=command_line)
     table = markdown_report(report)
     if output is not None:

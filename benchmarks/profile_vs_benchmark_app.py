@@ -1,0 +1,145 @@
+"""Acceptance: OpenVINO latency from `edgeprune profile` vs OpenVINO's own `benchmark_app`.
+
+Same .xml, same batch, same thread count, single request, f32 execution on both sides:
+
+    benchmark_app -m M.xml -d CPU -b 64 -nthreads 2 -hint none -nstreams 1 -api sync -t 10 -infer_precision f32
+    edgeprune profile M.xml --batch 64 --threads 2 --min-time 10 --runs 100
+
+(`edgeprune`'s OpenVINO runtime compiles with INFERENCE_PRECISION_HINT f32, so benchmark_app
+gets `-infer_precision f32`; without it a bf16-capable CPU would run benchmark_app in bf16.)
+The two tools run in alternating order over several rounds (A B, B A, ...) so drift in the
+load of a shared machine hits both alike; each round's ratio edgeprune p50 / benchmark_app
+median is reported, and the median of those ratios is the verdict (within 10%).
+
+    python benchmarks/profile_vs_benchmark_app.py                       # zoo resnet20, fresh weights
+    python benchmarks/profile_vs_benchmark_app.py --model M.xml --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+EDGEPRUNE = [sys.executable, "-c", "import sys; from edgeprune.cli import main; sys.argv[0] = 'edgeprune'; main()"]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help=".xml to measure (default: build the zoo --arch)")
+    parser.add_argument("--arch", default="resnet20")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default="benchmarks/results/profile_vs_benchmark_app")
+    return parser.parse_args(argv)
+
+
+def benchmark_app_command() -> list[str]:
+    """The console script beside this Python, else the module inside the openvino package."""
+    script = Path(sys.executable).with_name("benchmark_app")
+    if script.exists():
+        return [str(script)]
+    if shutil.which("benchmark_app"):
+        return [shutil.which("benchmark_app")]
+    return [sys.executable, "-m", "openvino.tools.benchmark.main"]
+
+
+def build_xml(arch: str, folder: Path) -> Path:
+    import openvino as ov
+
+    from edgeprune.models import build_model
+
+    model = build_model(arch, input_shape=(32, 32, 3))
+    path = folder / f"{arch}.xml"
+    ov.save_model(ov.convert_model(model), str(path), compress_to_fp16=False)
+    return path
+
+
+def run_benchmark_app(xml: Path, args) -> dict:
+    command = [*benchmark_app_command(), "-m", str(xml), "-d", "CPU", "-b", str(args.batch), "-nthreads",
+               str(args.threads), "-hint", "none", "-nstreams", "1", "-api", "sync", "-t", f"{args.seconds:g}",
+               "-infer_precision", "f32"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"benchmark_app failed: {done.stdout[-1500:]}{done.stderr[-1500:]}")
+    found = {}
+    for key in ("Median", "Average", "Min", "Max"):
+        match = re.search(rf"{key}:\s+([0-9.]+) ms", done.stdout)
+        found[key.lower()] = float(match.group(1))
+    found["count"] = int(re.search(r"Count:\s+(\d+)", done.stdout).group(1))
+    found["command"] = "benchmark_app " + " ".join(command[len(benchmark_app_command()):]).replace(str(xml), xml.name)
+    return found
+
+
+def run_profile(xml: Path, args, folder: Path, index: int) -> dict:
+    output = folder / f"profile{index}.json"
+    command = ["profile", str(xml), "--batch", str(args.batch), "--threads", str(args.threads), "--min-time",
+               f"{args.seconds:g}", "--runs", "100", "-o", str(output), "--force", "-q"]
+    done = subprocess.run(EDGEPRUNE + command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"edgeprune profile failed: {done.stderr[-1500:]}")
+    cell = json.loads(output.read_text())["results"][0]
+    return {**{k: cell["latency_ms"][k] for k in ("p50", "mean", "min", "max")}, "count": cell["runs"],
+            "other_load_cores": cell.get("other_load_cores"), "cpus": len(cell["cpus"]),
+            "command": "edgeprune " + " ".join(command[:-3]).replace(str(xml), xml.name).replace(
+                f" -o {output}", "")}
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    folder = Path(tempfile.mkdtemp(prefix="edgeprune-bapp-"))
+    xml = Path(args.model) if args.model else build_xml(args.arch, folder)
+    rounds = []
+    for index in range(args.rounds):
+        order = ("bapp", "profile") if index % 2 == 0 else ("profile", "bapp")
+        measured = {}
+        for tool in order:
+            measured[tool] = run_benchmark_app(xml, args) if tool == "bapp" else run_profile(xml, args, folder, index)
+        ratio = measured["profile"]["p50"] / measured["bapp"]["median"]
+        rounds.append({"order": list(order), **measured, "p50_over_median": round(ratio, 4),
+                       "mean_over_average": round(measured["profile"]["mean"] / measured["bapp"]["average"], 4)})
+        print(f"round {index + 1}: benchmark_app median {measured['bapp']['median']:.2f} ms, "
+              f"edgeprune p50 {measured['profile']['p50']:.2f} ms, ratio {ratio:.3f}", flush=True)
+    from edgeprune.host import host_fingerprint
+
+    host = host_fingerprint()
+    median_ratio = statistics.median(r["p50_over_median"] for r in rounds)
+    verdict = "agree within 10%" if abs(median_ratio - 1) <= 0.10 else "DISAGREE by more than 10%"
+    report = {"schema": "edgeprune.profile_vs_benchmark_app/1", "model": xml.name, "arch": args.arch,
+              "batch": args.batch, "threads": args.threads, "seconds": args.seconds, "host": host,
+              "rounds": rounds, "median_p50_over_median": round(median_ratio, 4), "verdict": verdict}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [f"# `edgeprune profile` vs OpenVINO `benchmark_app` ({xml.name}, batch {args.batch}, "
+             f"{args.threads} threads)", "",
+             f"Host: {host['cpu_model']} ({host['architecture']}), {host['logical_cores']} logical cores, "
+             f"ISA {', '.join(host['isa'])}; openvino {host['versions'].get('openvino')}, Python "
+             f"{host['versions'].get('python')}. Shared with other jobs while measured (see 'busy').", "",
+             "Commands (each round; tool order alternates):", "", "```", rounds[0]["bapp"]["command"],
+             rounds[0]["profile"]["command"], "```", "",
+             "| round | order | benchmark_app median / avg / min ms (n) | edgeprune p50 / mean / min ms (n) | "
+             "p50 / median | mean / avg | busy |", "|---:|---|---|---|---:|---:|---:|"]
+    for index, r in enumerate(rounds, 1):
+        b, p = r["bapp"], r["profile"]
+        busy = "–" if p["other_load_cores"] is None else f"{p['other_load_cores'] / p['cpus']:.0%}"
+        lines.append(f"| {index} | {' → '.join(r['order'])} | {b['median']:.2f} / {b['average']:.2f} / "
+                     f"{b['min']:.2f} ({b['count']}) | {p['p50']:.2f} / {p['mean']:.2f} / {p['min']:.2f} "
+                     f"({p['count']}) | {r['p50_over_median']:.3f} | {r['mean_over_average']:.3f} | {busy} |")
+    lines += ["", f"**Median ratio edgeprune p50 / benchmark_app median: {median_ratio:.3f} — {verdict}.**", ""]
+    out.with_suffix(".md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
