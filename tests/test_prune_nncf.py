@@ -45,12 +45,12 @@ def test_schedule_reaches_the_target_within_the_fine_tuning():
 
 @pytest.fixture(scope="module")
 def nncf_pruned():
-    """resnet8 (16/32/64 filters) pruned to 0.5 with NNCF on 256 digits, 2 epochs."""
+    """resnet8 (16/32/64 filters) pruned to 0.5 with NNCF on 128 digits, 2 epochs."""
     from edgeprune.data import load_dataset
     from edgeprune.models import build_model
     from edgeprune.prune.nncf_filter import nncf_filter_prune
 
-    data = load_dataset("digits", limit_train=256, limit_test=128)
+    data = load_dataset("digits", limit_train=128, limit_test=64)
     base = build_model("resnet8", input_shape=data.input_shape, num_classes=data.num_classes, width=1.0)
     config = NNCFFilterConfig(criterion="l2", target=0.5, epochs=2, batch_size=64, learning_rate=0.01)
     masked, info = nncf_filter_prune(base, data, config, progress=False)

@@ -219,3 +219,33 @@ def test_subclassed_model_is_refused():
     model(np.zeros((1, 3), "float32"))
     with pytest.raises(EdgepruneError, match="subclassed"):
         shrink_model(model)
+
+
+def test_separable_and_valid_convs_absorb_nonzero_constants(rng):
+    import tensorflow as tf
+
+    from edgeprune.prune.shrink import shrink_model
+
+    inputs = tf.keras.Input((9, 9, 3))
+    x = tf.keras.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
+    x = tf.keras.layers.BatchNormalization(name="bn")(x)
+    x = tf.keras.layers.LeakyReLU(0.2)(x)
+    x = tf.keras.layers.SpatialDropout2D(0.1)(x)
+    x = tf.keras.layers.SeparableConv2D(8, 3, padding="valid", depth_multiplier=2, name="sep")(x)
+    x = tf.keras.layers.ReLU()(x)
+    x = tf.keras.layers.Conv2D(4, 3, padding="valid", use_bias=False, name="valid")(x)
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(3, name="head")(x))
+    _randomise_batchnorm(model, rng)
+    _zero_filters(model, "conv", [0, 2, 5], batchnorm=False)  # BN beta -> nonzero constants
+    depthwise, pointwise, bias = model.get_layer("sep").get_weights()
+    pointwise[..., [1, 3]] = 0
+    model.get_layer("sep").set_weights([depthwise, pointwise, rng.uniform(0.2, 1, 8).astype("float32")])
+    shrunk, info = shrink_model(model)
+
+    assert _max_logit_diff(model, shrunk, rng, (9, 9, 3)) < TOLERANCE
+    assert _filters(info)["conv"] == (8, 5)
+    assert _filters(info)["sep"] == (8, 6)
+    assert shrunk.get_layer("sep").get_weights()[0].shape == (3, 3, 5, 2)
+    assert shrunk.get_layer("valid").use_bias  # gained a bias for the folded constants
+    assert not info["skipped"]

@@ -70,6 +70,7 @@ class _Tensor:
     const: np.ndarray  # bool per channel: the same value at every position
     value: np.ndarray  # that value (float64), 0 where not constant
     offset: int = 0  # first node id in the union-find
+    rank: int = 2  # rank of the tensor, batch included
     consumers: list[str] = field(default_factory=list)
 
 
@@ -156,7 +157,7 @@ def shrink_model(masked_model: "tf.keras.Model") -> tuple["tf.keras.Model", dict
         for tensor_id, shape in zip(outs, output_shapes(name), strict=True):
             channels = int(shape[-1]) if shape and shape[-1] is not None else 0
             tensors[tensor_id] = _Tensor(channels, np.zeros(channels, bool), np.zeros(channels),
-                                         offset=node_count)
+                                         offset=node_count, rank=max(2, len(shape)))
             node_count += channels
         reason = _unsupported_reason(kind, layer_config, ins, outs, tensors, shared)
         if reason is not None:
@@ -392,7 +393,8 @@ def _propagate_constants(kind: str, config: dict, layer_weights: list[np.ndarray
     elif kind in ELEMENTWISE:
         import tensorflow as tf
 
-        values = np.asarray(layer(tf.constant(source.value[None], tf.float32), training=False))[0]
+        probe = source.value.reshape((1,) * (source.rank - 1) + (-1,))
+        values = np.asarray(layer(tf.constant(probe, tf.float32), training=False)).reshape(-1)
         out.const = source.const.copy()
         out.value = np.where(out.const, values.astype(np.float64), 0.0)
     elif kind in POOLING or kind == "Flatten":
