@@ -34,7 +34,8 @@ RUNTIMES = ("keras", "tflite", "openvino")
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="CIFAR-10 sample .npz (Keras layout)")
+    parser.add_argument("--data", help="CIFAR-10 sample .npz (Keras layout)")
+    parser.add_argument("--render", metavar="JSON", help="only re-render the markdown of a results JSON")
     parser.add_argument("--archs", default="resnet18,vgg16")
     parser.add_argument("--grid", default="resnet18:l2:0.3,resnet18:l2:0.5,resnet18:l1:0.5,resnet18:gm:0.5,"
                                           "vgg16:l2:0.3,vgg16:l2:0.5",
@@ -113,6 +114,14 @@ def interleaved_latency(runners: dict, rounds: int) -> dict[str, dict]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.render:
+        from edgeprune.io import atomic_write_text, read_json
+
+        report = read_json(args.render)
+        atomic_write_text(Path(args.render).with_suffix(".md"), render_markdown(report))
+        return 0
+    if not args.data:
+        raise SystemExit("--data is required")
     started = time.perf_counter()
     import tensorflow as tf
 
@@ -283,6 +292,18 @@ def render_markdown(report: dict) -> str:
                 f"| {row['arch']} | {row['criterion']} | {row['target']} | {runtime} | "
                 f"{lat['base']['median_ms']:.0f} | {lat['masked']['median_ms']:.0f} ({lat['masked_ratio']:.2f}x) | "
                 f"{lat['shrunk']['median_ms']:.0f} ({lat['shrunk_ratio']:.2f}x) |")
+    lines += [
+        "",
+        "How it was measured: one fixed batch of test images; Keras under `tf.function`; TFLite fp32 "
+        "via LiteRT's interpreter; OpenVINO `convert_model` + `compile_model(CPU)` with the latency "
+        "hint, one stream. Each round runs base, masked, shrunk once in turn, after two warm-up calls "
+        "each; the median of the rounds is shown. NNCF pruned every conv (first and stride-2 convs "
+        "included) with `pruning_steps` derived from the fine-tuning epochs, so the requested level "
+        "is reached; 'NNCF FLOPs cut' is NNCF's own count, 'MACs shrunk' is counted on the shrunk "
+        "Keras model. Accuracy after only a couple of epochs on a few hundred images is a sanity "
+        "figure, not a result; the pruned model was fine-tuned for extra epochs, so it can beat "
+        "its base.",
+    ]
     skipped = {(row["arch"], s["layer"], s["reason"]) for row in report["rows"] for s in row["shrink_skipped"]}
     lines += ["", "## Zero filters the shrinker had to keep", ""]
     lines += [f"- {arch} {layer}: {reason}" for arch, layer, reason in sorted(skipped)] or ["- none"]
