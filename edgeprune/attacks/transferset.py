@@ -1,8 +1,9 @@
 """Transfer sets: adversarial images crafted on a source model, saved with their provenance.
 
 `NAME.npz` holds `x_adv` (float32, NHWC, [0, 1]), `y` (int64 true labels), `index` (int64,
-each image's index in the dataset split) and, for universal attacks, `perturbation`; no object
-arrays. `NAME.json` ("edgeprune.transferset/1") records the attack and every parameter, the
+each image's index in the dataset split), per-image `norm_linf` / `norm_l2` of x_adv - x, the
+source model's predictions `source_clean_pred` / `source_pred` and, for universal attacks,
+`perturbation`; no object arrays. `NAME.json` ("edgeprune.transferset/1") records the attack and every parameter, the
 dataset and split with fingerprints, the source model's sha256, and what was measured on the
 source model. An interrupted run leaves `NAME.partial.npz`, which the same command resumes.
 """
@@ -74,7 +75,9 @@ def craft_transfer_set(model_path: str | os.PathLike, dataset_spec: str, config:
                      full, split)
     started = time.perf_counter()
     result = run_attack(model, x, y, config, progress=progress, partial_path=partial_path)
-    arrays = {"x_adv": result.x_adv, "y": result.y, "index": index.astype(np.int64)}
+    arrays = {"x_adv": result.x_adv, "y": result.y, "index": index.astype(np.int64),
+              "norm_linf": result.norms_linf.astype(np.float32), "norm_l2": result.norms_l2.astype(np.float32),
+              "source_pred": result.adv_pred, "source_clean_pred": result.clean_pred}
     if result.perturbation is not None:
         arrays["perturbation"] = result.perturbation
     summary = result.summary()
