@@ -19,7 +19,6 @@ point found or, failing that, the highest-loss point, always within eps and [0, 
 
 from __future__ import annotations
 
-import math
 import weakref
 from collections.abc import Callable
 
@@ -144,11 +143,19 @@ def _compiled(model_fn: Callable, loss: str, norm: str):
 
 
 def checkpoints(steps: int) -> list[int]:
-    """Iterations at which the step size is reconsidered: p0=0, p1=0.22, p_{j+1}=p_j+max(p_j-p_{j-1}-0.03, 0.06)."""
-    fractions = [0.0, 0.22]
-    while fractions[-1] < 1.0:
-        fractions.append(fractions[-1] + max(fractions[-1] - fractions[-2] - 0.03, 0.06))
-    return sorted({math.ceil(p * steps) for p in fractions if 0 < p < 1.0})
+    """Iterations at which the step size is reconsidered (Croce & Hein's p_j, in integers).
+
+    Intervals start at 22% of the steps and shrink by 3% to at least 6%:
+    p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06); for 100 steps 22, 41, 57, 70, 80, 87, 93, 99.
+    """
+    interval = max(int(0.22 * steps), 1)
+    decrement, minimum = max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    points, at = [], 0
+    while at + interval <= steps:
+        at += interval
+        points.append(at)
+        interval = max(interval - decrement, minimum)
+    return points
 
 
 def random_start(x: np.ndarray, eps: np.ndarray, norm: str, rng: np.random.Generator) -> np.ndarray:

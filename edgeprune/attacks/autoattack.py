@@ -153,10 +153,15 @@ def numpy_predict(model_fn: Callable, batch_size: int = 256) -> Callable[[np.nda
     """A numpy logits function from a TF `model_fn` (compiled, batched): Square's interface."""
     import tensorflow as tf
 
-    compiled = tf.function(lambda t: model_fn(t), reduce_retracing=True)
+    compiled: dict[tuple, Callable] = {}
 
     def predict(x: np.ndarray) -> np.ndarray:
-        outputs = [np.asarray(compiled(tf.constant(x[i:i + batch_size], tf.float32)), np.float32)
+        # One trace per image shape, any batch size (Square's batches shrink every query).
+        key = tuple(x.shape[1:])
+        if key not in compiled:
+            compiled[key] = tf.function(lambda t: model_fn(t),
+                                        input_signature=[tf.TensorSpec((None, *key), tf.float32)])
+        outputs = [np.asarray(compiled[key](tf.constant(x[i:i + batch_size], tf.float32)), np.float32)
                    for i in range(0, len(x), batch_size)]
         return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 

@@ -72,8 +72,7 @@ def square_attack(predict: Callable[[np.ndarray], np.ndarray], x, y, *, eps: flo
     rng = np.random.default_rng(seed)
     low, high = np.clip(x - eps, 0.0, 1.0), np.clip(x + eps, 0.0, 1.0)
 
-    clean_margin = margin(np.asarray(predict(x), np.float32), y)
-    queries += 1
+    clean_margin = margin(np.asarray(predict(x), np.float32), y)  # the evaluation, not a query
     x_best = x.copy()
     best_margin = clean_margin.copy()
     # Vertical stripes: one random sign per (column, channel), on the points still correct.

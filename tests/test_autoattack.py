@@ -1,0 +1,224 @@
+"""AutoAttack-style ensemble, its attacks (APGD, FAB-T, Square) and sanity checks.
+
+All on the session `digits_model` (smallcnn, ~95%) with 64 test images and reduced
+iterations; the eps is chosen where PGD-10 leaves a robust accuracy well inside (0, 1), so
+"stronger than PGD" is a real comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+EPS = 0.1
+N_IMAGES = 64
+REDUCED = {"apgd-ce": {"steps": 25}, "apgd-t": {"steps": 15, "n_target_classes": 2},
+           "fab-t": {"steps": 15, "n_target_classes": 2}, "square": {"n_queries": 150}}
+
+
+@pytest.fixture(scope="module")
+def data(digits):
+    from edgeprune.data import stratified_indices
+
+    x, y = digits.split("test")
+    idx = stratified_indices(y, N_IMAGES, seed=0)
+    return x[idx], y[idx]
+
+
+@pytest.fixture(scope="module")
+def model_fn(digits_model):
+    from edgeprune.attacks.runner import logits_function
+
+    return logits_function(digits_model[1])[0]
+
+
+def _predict(model_fn, x):
+    import tensorflow as tf
+
+    return np.asarray(model_fn(tf.constant(x))).argmax(axis=1)
+
+
+@pytest.fixture(scope="module")
+def aa_result(model_fn, data):
+    from edgeprune.attacks.autoattack import AutoAttackConfig, run_autoattack
+
+    x, y = data
+    config = AutoAttackConfig(eps=EPS, version="fast", seed=0, batch_size=32, overrides=REDUCED)
+    return run_autoattack(model_fn, x, y, config)
+
+
+def test_autoattack_is_at_least_as_strong_as_pgd10(aa_result, digits_model, data):
+    from edgeprune.attacks.runner import AttackConfig, run_attack
+
+    x, y = data
+    pgd = run_attack(digits_model[1], x, y, AttackConfig.create("pgd", eps=EPS, norm="linf", seed=0,
+                                                               params={"steps": 10}))
+    assert 0.2 < pgd.adversarial_accuracy < 0.9, "eps must leave PGD-10 a non-trivial accuracy"
+    assert aa_result.clean_accuracy > 0.9
+    assert aa_result.robust_accuracy <= pgd.adversarial_accuracy
+
+
+def test_each_stage_never_increases_robust_accuracy(aa_result, model_fn, data):
+    x, y = data
+    accuracies = [aa_result.clean_accuracy] + [s.robust_accuracy for s in aa_result.stages]
+    assert all(b <= a for a, b in zip(accuracies, accuracies[1:], strict=False))
+    assert [s.name for s in aa_result.stages] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert all(s.status == "ran" for s in aa_result.stages)
+    assert aa_result.stages[-1].robust_accuracy == aa_result.robust_accuracy
+    assert sum(s.fooled for s in aa_result.stages) == int(np.sum(aa_result.clean_pred == y)) - int(
+        aa_result.robust.sum())
+
+
+def test_reported_worst_case_is_real(aa_result, model_fn, data):
+    """Every point counted as fooled is misclassified by its x_adv, within eps and [0, 1]."""
+    x, y = data
+    delta = np.abs(aa_result.x_adv.astype(np.float64) - x).reshape(len(x), -1).max(axis=1)
+    assert delta.max() <= EPS + 1e-6
+    assert aa_result.x_adv.min() >= 0.0 and aa_result.x_adv.max() <= 1.0
+    pred = _predict(model_fn, aa_result.x_adv)
+    assert np.array_equal(pred == y, aa_result.robust)
+    assert set(aa_result.fooled_by[~aa_result.robust]) <= {"clean", "apgd-ce", "apgd-t", "fab-t", "square"}
+
+
+def test_square_attacks_a_tflite_model_without_gradients(digits_converted, data):
+    from edgeprune.attacks.autoattack import AutoAttackConfig, run_autoattack
+    from edgeprune.runtime import load
+
+    x, y = data
+    path, _ = digits_converted("tflite", "fp32")
+    predictor = load(path)
+    config = AutoAttackConfig(eps=EPS, version="fast", overrides={"square": {"n_queries": 300}})
+    result = run_autoattack(None, x, y, config, predict=lambda b: predictor.predict(b, 64))
+    statuses = {s.name: s.status for s in result.stages}
+    assert statuses["square"] == "ran"
+    assert all(statuses[s].startswith("skipped") for s in ("apgd-ce", "apgd-t", "fab-t"))
+    assert result.robust_accuracy < result.clean_accuracy - 0.25
+    assert np.abs(result.x_adv - x).max() <= EPS + 1e-6
+    assert np.array_equal(predictor.predict(result.x_adv, 64).argmax(axis=1) == y, result.robust)
+
+
+def test_apgd_properties(model_fn, data, digits_model):
+    from edgeprune.attacks.apgd import apgd, checkpoints
+
+    x, y = data
+    for norm, eps in (("inf", 0.08), ("2", 0.6)):
+        first = apgd(model_fn, x, y, eps=eps, norm=norm, steps=20, seed=3)
+        again = apgd(model_fn, x, y, eps=eps, norm=norm, steps=20, seed=3)
+        assert first.tobytes() == again.tobytes()
+        flat = (first.astype(np.float64) - x).reshape(len(x), -1)
+        norms = np.abs(flat).max(axis=1) if norm == "inf" else np.sqrt((flat ** 2).sum(axis=1))
+        assert norms.max() <= eps + 1e-6 and first.min() >= 0 and first.max() <= 1
+        assert np.mean(_predict(model_fn, first) == y) < np.mean(_predict(model_fn, x) == y) - 0.2
+    assert np.array_equal(apgd(model_fn, x, y, eps=0.0), x)
+    # The paper's checkpoints for 100 iterations: 0, 22, 41, 57, 70, 80, 87, 93, 97, ...
+    assert checkpoints(100)[:5] == [22, 41, 57, 70, 80]
+    with pytest.raises(ValueError, match="loss"):
+        apgd(model_fn, x, y, eps=0.1, loss="hinge")
+    with pytest.raises(ValueError, match="target_class_rank"):
+        apgd(model_fn, x, y, eps=0.1, loss="dlr-t", target_class_rank=11)
+
+
+def test_fab_projection_is_exact_and_fab_finds_small_perturbations(model_fn, data):
+    from scipy.optimize import linprog
+
+    from edgeprune.attacks.fab import fab, project_linf_hyperplane
+
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        d = 6
+        p, w, b = rng.uniform(0, 1, (1, d)), rng.normal(size=(1, d)), rng.normal(size=1) * 0.5
+        delta = project_linf_hyperplane(p, w, b)[0]
+        bounds = [(-p[0, i], 1 - p[0, i]) for i in range(d)] + [(0, None)]
+        a_ub = np.vstack([np.c_[np.eye(d), -np.ones(d)], np.c_[-np.eye(d), -np.ones(d)]])
+        lp = linprog(np.r_[np.zeros(d), 1.0], A_ub=a_ub, b_ub=np.zeros(2 * d), A_eq=np.r_[w[0], 0][None],
+                     b_eq=[b[0] - w[0] @ p[0]], bounds=bounds)
+        if lp.status == 0:  # reachable inside the box: same optimum as the LP
+            assert np.abs(delta).max() == pytest.approx(lp.fun, abs=1e-5)
+            assert w[0] @ (p[0] + delta) == pytest.approx(b[0], abs=1e-5)
+        assert (p + delta).min() >= -1e-6 and (p + delta).max() <= 1 + 1e-6
+    x, y = data
+    x_adv = fab(model_fn, x, y, steps=30)
+    fooled = _predict(model_fn, x_adv) != y
+    correct = _predict(model_fn, x) == y
+    assert fooled[correct].mean() > 0.9
+    norms = np.abs(x_adv - x).reshape(len(x), -1).max(axis=1)
+    assert np.median(norms[correct & fooled]) < 0.2  # minimal, not merely successful
+
+
+def test_square_result_stays_in_the_ball(model_fn, data):
+    from edgeprune.attacks.autoattack import numpy_predict
+    from edgeprune.attacks.square import p_schedule, square_attack
+
+    x, y = data
+    result = square_attack(numpy_predict(model_fn), x, y, eps=EPS, n_queries=100, seed=1)
+    assert np.abs(result.x_adv - x).max() <= EPS + 1e-6
+    assert result.queries.max() <= 100
+    assert (result.margins < 0).mean() > 0.1
+    assert p_schedule(0.8, 0, 1000) == 0.8 and p_schedule(0.8, 999, 1000) == pytest.approx(0.8 / 512)
+
+
+def test_sanity_checks_fire(model_fn, data, digits_model):
+    import tensorflow as tf
+
+    from edgeprune.attacks import checks
+
+    x, y = data
+    probe, labels = x[:16], y[:16]
+    logits = np.asarray(model_fn(tf.constant(probe)))
+    assert checks.check_probability_outputs(logits) is None
+    assert "probabilities" in checks.check_probability_outputs(tf.nn.softmax(logits).numpy())
+    assert checks.check_randomized(lambda b: np.asarray(model_fn(tf.constant(b))), probe) is None
+    noise = np.random.default_rng(0)
+    assert "differ" in checks.check_randomized(
+        lambda b: np.asarray(model_fn(tf.constant(b))) + noise.normal(size=(len(b), 10)), probe)
+    assert checks.check_zero_gradients(model_fn, probe, labels) is None
+    assert "zero" in checks.check_zero_gradients(lambda t: tf.stop_gradient(model_fn(t)) + 0 * t[:, 0, 0, :1],
+                                                 probe, labels)
+    assert checks.check_square_after_whitebox(10, 0) is None
+    assert "masked" in checks.check_square_after_whitebox(10, 3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert checks.emit([None, "x"]) == ["x"]
+    assert len(caught) == 1
+
+
+def test_config_validation():
+    from edgeprune.attacks.autoattack import AutoAttackConfig
+
+    with pytest.raises(ValueError, match="eps"):
+        AutoAttackConfig(eps=0.0)
+    with pytest.raises(ValueError, match="version"):
+        AutoAttackConfig(eps=0.1, version="quick")
+    with pytest.raises(ValueError, match="stages"):
+        AutoAttackConfig(eps=0.1, stages=("pgd",))
+    config = AutoAttackConfig(eps=0.1, norm="l2", stages=("square", "apgd-ce"))
+    assert config.norm == "l2" and config.stages == ("apgd-ce", "square")
+    assert AutoAttackConfig(eps=0.1).params("apgd-t") == {"steps": 100, "n_target_classes": 9}
+
+
+def test_evaluate_autoattack_cli(digits_model, digits_converted, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeprune.cli import cli as main
+
+    tflite, _ = digits_converted("tflite", "fp32")
+    stem = tmp_path / "aa"
+    runner = CliRunner()
+    result = runner.invoke(main, ["evaluate", str(digits_model[0]), str(tflite), "--autoattack", "fast",
+                                  "--eps", "0.3", "-d", "digits", "--limit", "16", "-q", "-o", str(stem)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(stem.with_suffix(".json").read_text())
+    assert next(iter(report)) == "schema" and report["schema"] == "edgeprune.autoattack-report/1"
+    keras_row, tflite_row = report["models"]
+    assert keras_row["robust_accuracy"] < keras_row["clean_accuracy"]
+    assert [s["status"] for s in tflite_row["stages"]][:3] == ["skipped: needs gradients (Keras model)"] * 3
+    assert stem.with_suffix(".csv").exists() and "after square" in stem.with_suffix(".md").read_text()
+
+    bad = runner.invoke(main, ["evaluate", str(digits_model[0]), "--autoattack", "fast", "--eps", "0",
+                               "-d", "digits"])
+    assert bad.exit_code == 2 and "eps" in bad.output
+    bad = runner.invoke(main, ["evaluate", str(digits_model[0]), "--autoattack", "fast", "--curve"])
+    assert bad.exit_code == 2 and "--curve" in bad.output
