@@ -22,7 +22,8 @@ MICRO = {
     "datasets": [{"spec": "digits", "limit_train": 600, "limit_test": 200}],
     "models": [{"arch": "smallcnn", "train": {"epochs": 1, "batch_size": 64, "milestones": ""}}],
     "pruning": [{"name": "tfmot", "method": "tfmot", "sparsity": [0.5], "args": {"epochs": 0}}],
-    "evaluate": False,
+    "attacks": [{"attack": "fgsm", "limit": 50, "args": {"eps": 0.1}}],
+    "evaluate": {"limit": 100},
 }
 
 
@@ -175,6 +176,10 @@ def test_state_file_refuses_a_different_suite_unless_force_mix(tmp_path):
         check_state(out, other, force_mix=False)
     state = check_state(out, other, force_mix=True)
     assert [s["name"] for s in state["suites"]] == ["micro", "other"]
+    # The same suite, edited (one more level), keeps its folder and is recorded beside.
+    edited = parse_suite({**MICRO, "pruning": [{"method": "tfmot", "sparsity": [0.5, 0.8]}]}, tmp_path / "a.yaml")
+    assert edited.digest != first.digest
+    assert len(check_state(out, edited, force_mix=False)["suites"]) == 2
 
 
 def test_a_cache_is_locked_by_one_run(tmp_path):
@@ -198,6 +203,30 @@ def test_incomplete_cells_are_not_reused(tmp_path):
     assert cache.manifest(key) is None
     (cache.path(key) / "manifest.json").write_text("{not json")
     assert cache.manifest(key) is None
+
+
+# --- report parsing ------------------------------------------------------------------------------
+
+def test_report_reads_evaluate_and_the_three_robustness_records():
+    from edgeprune.bench.report import evaluate_rows, robustness_fields
+
+    rows = evaluate_rows({"accuracy": {"clean": {"model.h5": 0.97}, "pgd@smallcnn": {"model.h5": 0.41}},
+                          "images": {"clean": 200, "pgd@smallcnn": 100}})
+    assert rows == [{"set": "clean", "accuracy": 0.97, "samples": 200},
+                    {"set": "pgd@smallcnn", "accuracy": 0.41, "samples": 100}]
+    autoattack = robustness_fields({"schema": "edgeprune.autoattack/1", "config": {"eps": 0.03},
+                                    "models": [{"clean_accuracy": 0.9, "robust_accuracy": 0.3, "images": 50,
+                                                "stages": [{"name": "apgd-ce", "robust_accuracy": 0.4},
+                                                           {"name": "apgd-t", "robust_accuracy": 0.3}]}]}, {})
+    assert autoattack["robust_accuracy"] == 0.3 and autoattack["stages"] == {"apgd-ce": 0.4, "apgd-t": 0.3}
+    fmn = robustness_fields({"grid": [0.0, 0.1], "curves": {"m.h5": [0.9, 0.2]},
+                             "models": [{"clean_accuracy": 0.9, "median_norm": 0.08, "images": 50,
+                                         "robust_accuracy_at": {"0.0313725": 0.7, "0.1": 0.2}}]},
+                            {"eps": "8/255"})
+    assert fmn["robust_accuracy"] == 0.7 and fmn["curve"] == {"eps": [0.0, 0.1], "accuracy": [0.9, 0.2]}
+    crafted = robustness_fields({"attack": {"eps": 0.1}, "dataset": {"images": 50}, "source_metrics": {
+        "clean_accuracy": 0.9, "adversarial_accuracy": 0.5}}, {})
+    assert (crafted["eps"], crafted["robust_accuracy"], crafted["samples"]) == (0.1, 0.5, 50)
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -238,6 +267,8 @@ def test_interrupted_run_resumes_reuses_and_reports_like_a_clean_run(tmp_path, m
         assert (resumed / "report" / name).read_text() == (clean / "report" / name).read_text(), name
     models = (clean / "report" / "models.csv").read_text()
     assert "tfmot" in models and (clean / "report" / "report.md").exists()
+    accuracy = (clean / "report" / "accuracy.csv").read_text()
+    assert "fgsm@smallcnn" in accuracy and ",clean," in accuracy
 
 
 @pytest.mark.slow

@@ -132,13 +132,15 @@ def check_state(out: Path, suite: Suite, *, force_mix: bool) -> dict:
         if not isinstance(state, dict) or state.get("schema") != STATE_SCHEMA:
             raise EdgepruneError(f"{state_path}: not an edgeprune bench state file")
         known = state.get("suites", [])
+        # An edited suite (same name) may reuse its folder: unchanged cells are reused by key.
+        # Another suite may not, unless asked: its report would mix with this one's files.
+        if not any(s.get("name") == suite.name for s in known) and not force_mix:
+            previous = known[-1] if known else {"name": "?", "digest": "?"}
+            raise EdgepruneError(
+                f"{out} holds results of suite {previous['name']!r} ({previous['digest'][:12]}), "
+                f"not of suite {suite.name!r} ({suite.digest[:12]}); use another --out or pass "
+                "--force-mix")
         if not any(s.get("digest") == suite.digest for s in known):
-            if not force_mix:
-                previous = known[-1] if known else {"name": "?", "digest": "?"}
-                raise EdgepruneError(
-                    f"{out} holds results of suite {previous['name']!r} ({previous['digest'][:12]}), "
-                    f"not of suite {suite.name!r} ({suite.digest[:12]}); use another --out or pass "
-                    "--force-mix")
             known.append(record)
         state["suites"] = known
     else:

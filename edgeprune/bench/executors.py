@@ -12,7 +12,7 @@ import multiprocessing
 import os
 from dataclasses import dataclass
 
-from edgeprune.bench.stages import CellJob, run_cell
+from edgeprune.bench.stages import CellJob, run_cell, watch_driver
 from edgeprune.errors import EdgepruneError
 
 EXECUTORS = ("local", "ray")
@@ -91,7 +91,8 @@ class LocalExecutor:
     def submit(self, job: CellJob) -> concurrent.futures.Future:
         if self._pool is None:
             self._pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=self.size.workers, mp_context=_worker_context())
+                max_workers=self.size.workers, mp_context=_worker_context(),
+                initializer=watch_driver, initargs=(os.getpid(),))
         return self._pool.submit(run_cell, job)
 
     def shutdown(self, *, abort: bool = False) -> None:

@@ -68,6 +68,25 @@ def init_worker(threads: int | None) -> None:
     _WORKER_READY = True
 
 
+def watch_driver(driver_pid: int, interval_s: float = 1.0) -> None:
+    """Pool initializer: end this worker when the bench process that owns the pool is gone.
+    Forkserver workers are not children of that process (no parent-death signal reaches them),
+    and an orphan would otherwise finish a cell nobody waits for or idle forever."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            try:
+                os.kill(driver_pid, 0)
+            except ProcessLookupError:
+                os._exit(70)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, name="edgeprune-bench-driver-watch", daemon=True).start()
+
+
 def _die_with_parent() -> None:
     """Linux: a worker is killed when the process that started it dies (a SIGKILLed bench
     run leaves no orphan still computing; its unfinished cell is redone on resume)."""
@@ -83,6 +102,10 @@ def _die_with_parent() -> None:
 def run_cell(job: CellJob) -> dict:
     """Run the cell's stage into staging, write the manifest last, move it into the cache."""
     init_worker(job.threads)
+    import tensorflow as tf
+
+    # Fresh Keras name counters: a cell's files must not depend on what its worker ran before.
+    tf.keras.backend.clear_session()
     cache = Cache(job.cache_root)
     staging = cache.new_staging(job.key)
     started = time.perf_counter()

@@ -443,8 +443,8 @@ def _parse_taxonomy(value: Any, key: str, check: _Checker, method: str, scope: s
     derived: dict[str, Any] = {
         "method": method,
         "pipeline": "after-training",
-        "iteration": "iterative" if method == "nncf-filter" or args.get("schedule", "polynomial") == "polynomial"
-        else "one-shot",
+        "iteration": "one-shot" if args.get("epochs") == 0 or (
+            method == "tfmot" and args.get("schedule") == "constant") else "iterative",
         "structure": "structured" if method == "nncf-filter" else (
             "semi-structured" if args.get("pattern") else "unstructured"),
         "scope": "local" if method == "nncf-filter" or scope == "local" else "global",

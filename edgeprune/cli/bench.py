@@ -21,7 +21,8 @@ from edgeprune.cli.common import quiet_option
               help="Parallel cells [default: the suite's execution.workers, else cores limited by "
                    "available memory / execution.memory_per_worker_gb].")
 @click.option("--force-mix", is_flag=True,
-              help="Allow a different suite to share OUT (its state file otherwise refuses).")
+              help="Allow another suite (a different `suite:` name) to share OUT; its state file "
+                   "otherwise refuses. An edited suite of the same name reuses OUT without it.")
 @click.option("--dry-run", is_flag=True, help="Validate the suite and list the grid's cells; run nothing.")
 @quiet_option
 def command(suite, out, cache, executor, address, workers, force_mix, dry_run, quiet):
