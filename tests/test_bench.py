@@ -229,6 +229,22 @@ def test_report_reads_evaluate_and_the_three_robustness_records():
     assert (crafted["eps"], crafted["robust_accuracy"], crafted["samples"]) == (0.1, 0.5, 50)
 
 
+def test_transfer_table_is_surrogate_by_victim_by_sparsity():
+    from edgeprune.bench.report import transfer_tables
+
+    def row(surrogate, model, prune, level, accuracy):
+        return {"dataset": "d", "set": f"pgd@{surrogate}", "attack": "pgd", "surrogate": surrogate,
+                "model": model, "prune": prune, "level": level, "runtime": "keras", "accuracy": accuracy}
+
+    data = {"accuracy": [row("a", "a", "base", 0.0, 0.1), row("a", "b", "base", 0.0, 0.6),
+                         row("a", "b", "l1", 0.5, 0.5), row("a", "b", "l2", 0.5, 0.7),
+                         row("b", "a", "base", 0.0, 0.4), row("b", "b", "base", 0.0, 0.2)]}
+    table = transfer_tables(data)[0]
+    assert "| surrogate \\ victim | a base | b base | b 0.5 |" in table
+    assert "| a | 0.1000 | 0.6000 | 0.6000 |" in table  # 0.5 and 0.7 averaged over families
+    assert "| b | 0.4000 | 0.2000 | - |" in table
+
+
 # --- running -------------------------------------------------------------------------------------
 
 def _log(out: Path) -> str:
@@ -286,6 +302,17 @@ def test_quick_suite_end_to_end(tmp_path):
     again = runner.invoke(cli, ["bench", str(REPO / "benchmarks" / "quick.yaml"), "-o", str(out), "-q"])
     assert again.exit_code == 0
     assert " ran " not in _log(out).split("suite quick:")[-1]
+
+
+@pytest.mark.slow
+def test_ray_executor_gives_the_local_executors_tables(tmp_path):
+    pytest.importorskip("ray")
+    suite = load_suite(write_suite(tmp_path, MICRO))
+    local = run_suite(suite, RunOptions(out=tmp_path / "local", workers=1, progress=False))
+    on_ray = run_suite(suite, RunOptions(out=tmp_path / "ray", executor="ray", workers=2, progress=False))
+    assert local.counts == on_ray.counts == {"ran": len(build_grid(suite).cells)}
+    for name in ("models.csv", "accuracy.csv"):
+        assert (tmp_path / "local" / "report" / name).read_text() == (tmp_path / "ray" / "report" / name).read_text()
 
 
 def test_bench_is_listed_and_help_does_not_import_tensorflow():

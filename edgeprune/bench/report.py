@@ -245,7 +245,7 @@ def adversarial_tables(data: dict) -> list[str]:
         base_rows = {r["attack"]: r["accuracy"] for r in rows
                      if r["dataset"] == dataset and r["model"] == model and r["prune"] == "base"}
         levels = _levels(group)
-        header = ["attack", "base", *[f"{lv:g}" for lv in levels], "max |Δ|"]
+        header = ["attack", "base", *[f"{lv:g}" for lv in levels], "max \\|Δ\\|"]
         body = []
         for attack in sorted({r["attack"] for r in group}):
             by_level = {float(r["level"]): r["accuracy"] for r in group if r["attack"] == attack}
@@ -258,27 +258,32 @@ def adversarial_tables(data: dict) -> list[str]:
     return out
 
 
+def transfer_matrix(data: dict) -> dict[tuple, dict]:
+    """{(dataset, attack, surrogate, victim model, level): mean victim accuracy} over the pruning
+    families at each level (Keras victims): the first paper's surrogate × victim × sparsity."""
+    sums: dict[tuple, list[float]] = defaultdict(list)
+    for r in data["accuracy"]:
+        if r["set"] != "clean" and r["runtime"] == "keras" and r["accuracy"] is not None:
+            sums[(r["dataset"], r["attack"], r["surrogate"], r["model"], float(r["level"]))].append(r["accuracy"])
+    return {k: {"accuracy": sum(v) / len(v), "models": len(v)} for k, v in sums.items()}
+
+
 def transfer_tables(data: dict) -> list[str]:
-    """Transferability: surrogate × victim (base and pruned Keras models), one table per attack."""
+    """Per attack: rows surrogate, columns victim × sparsity (mean over pruning families)."""
+    matrix = transfer_matrix(data)
     out = []
-    rows = [r for r in data["accuracy"] if r["set"] != "clean" and r["runtime"] == "keras"]
-    for (dataset, attack), group in _group(rows, "dataset", "attack").items():
-        victims = sorted({(r["model"], r["prune"], float(r["level"])) for r in group},
-                         key=lambda v: (v[0], v[1] != "base", v[1], v[2]))
-        surrogates = sorted({r["surrogate"] for r in group})
+    for dataset, attack in sorted({k[:2] for k in matrix}):
+        keys = [k for k in matrix if k[:2] == (dataset, attack)]
+        surrogates = sorted({k[2] for k in keys})
+        victims = sorted({(k[3], k[4]) for k in keys})
         if len(surrogates) < 2 and len({v[0] for v in victims}) < 2:
             continue
-        value = {(r["surrogate"], r["model"], r["prune"], float(r["level"])): r["accuracy"] for r in group}
-        header = ["surrogate \\ victim", *[_victim_label(v) for v in victims]]
-        body = [[s, *[_fmt(value.get((s, *v)), "acc") for v in victims]] for s in surrogates]
-        out.append(f"#### Transfer — {attack} on {dataset} (accuracy of the victim)\n\n"
-                   + markdown_table(header, body))
+        header = ["surrogate \\ victim", *[f"{m} {_fmt(lv, 'level')}" for m, lv in victims]]
+        body = [[s, *[_fmt(matrix.get((dataset, attack, s, m, lv), {}).get("accuracy"), "acc")
+                      for m, lv in victims]] for s in surrogates]
+        out.append(f"#### Transfer — {attack} on {dataset} (victim accuracy; pruned columns: mean over "
+                   "pruning families at that level)\n\n" + markdown_table(header, body))
     return out
-
-
-def _victim_label(victim: tuple) -> str:
-    model, family, level = victim
-    return model if family == "base" else f"{model} {family} {level:g}"
 
 
 def runtime_tables(data: dict) -> list[str]:
@@ -448,22 +453,23 @@ def plot_adversarial_vs_sparsity(data: dict, path: Path) -> Path | None:
 
 
 def plot_transfer_heatmap(data: dict, path: Path) -> Path | None:
-    rows = [r for r in data["accuracy"] if r["set"] != "clean" and r["runtime"] == "keras"]
-    if not rows:
+    matrix_rows = transfer_matrix(data)
+    if not matrix_rows:
         return None
     import numpy as np
 
-    sets = sorted({(r["attack"], r["surrogate"]) for r in rows})
-    victims = sorted({(r["model"], r["prune"], float(r["level"])) for r in rows},
-                     key=lambda v: (v[0], v[1] != "base", v[1], v[2]))
-    value = {((r["attack"], r["surrogate"]), (r["model"], r["prune"], float(r["level"]))): r["accuracy"]
-             for r in rows}
-    matrix = np.array([[value.get((s, v), np.nan) for v in victims] for s in sets], dtype=float)
+    sets = sorted({(k[0], k[1], k[2]) for k in matrix_rows})
+    victims = sorted({(k[3], k[4]) for k in matrix_rows})
+    matrix = np.array([[matrix_rows.get((*s, *v), {}).get("accuracy", np.nan) for v in victims] for s in sets],
+                      dtype=float)
+    multi = len({s[0] for s in sets}) > 1
+    set_labels = [f"{a}@{sur}" + (f" ({d})" if multi else "") for d, a, sur in sets]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(4.5, 0.55 * len(victims) + 2.5), max(3.0, 0.4 * len(sets) + 1.8)))
     image = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(victims)), [_victim_label(v) for v in victims], rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(len(sets)), [f"{a}@{s}" for a, s in sets], fontsize=7)
+    ax.set_xticks(range(len(victims)), [f"{m} {_fmt(lv, 'level')}" for m, lv in victims], rotation=60,
+                  ha="right", fontsize=7)
+    ax.set_yticks(range(len(sets)), set_labels, fontsize=7)
     if matrix.size <= 400:
         for i in range(matrix.shape[0]):
             for j in range(matrix.shape[1]):
@@ -471,7 +477,8 @@ def plot_transfer_heatmap(data: dict, path: Path) -> Path | None:
                     ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=6,
                             color="white" if matrix[i, j] < 0.5 else "black")
     fig.colorbar(image, ax=ax, label="victim accuracy")
-    ax.set(xlabel="victim", ylabel="attack @ surrogate", title="Transfer accuracy")
+    ax.set(xlabel="victim and sparsity (mean over pruning families)", ylabel="attack @ surrogate",
+           title="Transfer accuracy")
     return _save(fig, plt, path)
 
 
