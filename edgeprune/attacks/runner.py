@@ -384,11 +384,23 @@ def attack_batch(model, x, y, attack: str, *, eps: float | None = None, norm: st
     return run_attack(model, x, y, config).x_adv
 
 
+_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _predict(model_fn: Callable, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Predicted classes through a compiled forward pass (eager Keras calls cost seconds here)."""
     import tensorflow as tf
 
-    preds = [np.argmax(np.asarray(model_fn(tf.constant(x[i:i + batch_size]))), axis=1)
-             for i in range(0, len(x), batch_size)]
+    key = tuple(x.shape[1:])
+    try:
+        forwards = _FORWARDS.setdefault(model_fn, {})
+    except TypeError:
+        forwards = {}
+    if key not in forwards:
+        forwards[key] = tf.function(lambda t: tf.argmax(model_fn(t), axis=1),
+                                    input_signature=[tf.TensorSpec((None, *key), tf.float32)])
+    forward = forwards[key]
+    preds = [forward(tf.constant(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
     return np.concatenate(preds).astype(np.int64)
 
 
