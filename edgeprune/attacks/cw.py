@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from edgeprune.attacks.gradient import _weak_callable
+
 _LOOPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -59,6 +61,7 @@ def _compiled(model_fn: Callable) -> Callable:
         cached = None
     if cached is not None:
         return cached
+    weak_fn = _weak_callable(model_fn)  # the cache entry must not keep its own key alive
 
     @tf.function(reduce_retracing=True)
     def optimise(x, y, const, steps, learning_rate, confidence):
@@ -75,7 +78,7 @@ def _compiled(model_fn: Callable) -> Callable:
             with tf.GradientTape() as tape:
                 tape.watch(modifier)
                 x_new = (tf.tanh(w0 + modifier) + 1.0) / 2.0
-                logits = model_fn(x_new)
+                logits = weak_fn(x_new)
                 num_classes = tf.shape(logits)[1]
                 onehot = tf.one_hot(y, num_classes, dtype=logits.dtype)
                 real = tf.reduce_sum(onehot * logits, axis=1)

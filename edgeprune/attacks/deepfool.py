@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from edgeprune.attacks.gradient import _weak_callable
+
 _LOOPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -38,6 +40,7 @@ def _compiled(model_fn: Callable, norm: str, candidates: int, image_shape: tuple
         cache = {}
     if key in cache:
         return cache[key]
+    model_fn = _weak_callable(model_fn)  # the cache entry must not keep its own key alive
 
     # Any batch size with one trace (UAP calls it on ever-changing subsets).
     @tf.function(input_signature=[tf.TensorSpec((None, *image_shape), tf.float32), tf.TensorSpec((None,), tf.int64),

@@ -95,6 +95,19 @@ def pgd(model_fn: Callable, x, y, *, eps: float, norm: str, seed: int, steps: in
                 tf.constant(steps, tf.int32)).numpy()
 
 
+def _weak_callable(fn: Callable) -> Callable:
+    """`fn` through a weak reference where possible (compiled loops are cached per model_fn)."""
+    try:
+        ref = weakref.ref(fn)
+    except TypeError:
+        return fn
+
+    def call(*args, **kwargs):
+        return ref()(*args, **kwargs)
+
+    return call
+
+
 def random_ball(shape, eps: float, norm: str, seed: int):
     """Uniform draw from the eps-ball (CleverHans' `random_lp_vector`), from a seeded generator."""
     import tensorflow as tf
@@ -118,6 +131,7 @@ def _pgd_loop(model_fn: Callable, norm: str, image_shape: tuple) -> Callable:
         cache = {}
     if (norm, image_shape) in cache:
         return cache[(norm, image_shape)]
+    model_fn = _weak_callable(model_fn)  # the cache entry must not keep its own key alive
 
     def clip_eta(eta, eps):
         if norm == "linf":

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeprune.attacks.gradient import _weak_callable
 from edgeprune.attacks.registry import DEFAULT_EPS, AttackSpec, get_attack, normalize_norm
 from edgeprune.errors import EdgepruneError
 from edgeprune.io import atomic_path
@@ -207,7 +208,7 @@ def logits_function(model, probe: np.ndarray | None = None) -> tuple[Callable, b
         logits_model = _strip_softmax_layer(model)
         if logits_model is not None:
             _warn_softmax()
-            call = _keras_call(logits_model)
+            call = _keras_call(logits_model, weak=False)  # only this closure holds it
             _KERAS_LOGITS[model] = (call, True)
             return call, True
         call = _keras_call(model)
@@ -227,9 +228,12 @@ def logits_function(model, probe: np.ndarray | None = None) -> tuple[Callable, b
 _KERAS_LOGITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _keras_call(model) -> Callable:
+def _keras_call(model, *, weak: bool = True) -> Callable:
+    """model(t, training=False); holds `model` weakly when it is the cache key."""
+    ref = weakref.ref(model) if weak else (lambda: model)
+
     def model_fn(t):
-        return model(t, training=False)
+        return ref()(t, training=False)
 
     return model_fn
 
@@ -397,7 +401,8 @@ def _predict(model_fn: Callable, x: np.ndarray, batch_size: int) -> np.ndarray:
     except TypeError:
         forwards = {}
     if key not in forwards:
-        forwards[key] = tf.function(lambda t: tf.argmax(model_fn(t), axis=1),
+        weak_fn = _weak_callable(model_fn)
+        forwards[key] = tf.function(lambda t: tf.argmax(weak_fn(t), axis=1),
                                     input_signature=[tf.TensorSpec((None, *key), tf.float32)])
     forward = forwards[key]
     preds = [forward(tf.constant(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
