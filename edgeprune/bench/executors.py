@@ -47,22 +47,23 @@ class PoolSize:
     reason: str
 
 
-def size_pool(requested: int | None, memory_per_worker_gb: float) -> PoolSize:
-    """Workers = cores, fewer if memory available cannot hold one stage per worker."""
+def size_pool(requested: int | None, memory_per_worker_gb: float, threads: int = 1) -> PoolSize:
+    """Workers = cores / threads per cell, fewer if the memory available cannot hold one stage
+    per worker."""
     cores = available_cores()
     if requested is not None:
         if requested < 1:
             raise EdgepruneError(f"--workers must be at least 1, got {requested}")
         workers, reason = requested, "requested"
     else:
-        workers, reason = cores, f"{cores} cores"
+        workers, reason = max(1, cores // threads), f"{cores} cores / {threads} thread(s) per cell"
         memory = available_memory_bytes()
         if memory is not None:
             by_memory = max(1, int(memory // (memory_per_worker_gb * 2**30)))
             if by_memory < workers:
                 workers = by_memory
                 reason = f"{memory / 2**30:.1f} GiB available / {memory_per_worker_gb:g} GiB per worker"
-    return PoolSize(workers=workers, threads_per_worker=max(1, cores // workers), reason=reason)
+    return PoolSize(workers=workers, threads_per_worker=threads, reason=reason)
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:

@@ -75,8 +75,9 @@ def _setup_log(out: Path, console) -> logging.Handler:
 class Keys:
     """Cache keys and input paths, from given files' hashes and finished cells' manifests."""
 
-    def __init__(self, cache: Cache) -> None:
+    def __init__(self, cache: Cache, threads: int = 1) -> None:
         self.cache = cache
+        self.threads = threads
         self._file_hashes: dict[str, str] = {}
         self._stack = versions()
 
@@ -106,6 +107,8 @@ class Keys:
 
     def key(self, cell: Cell, inputs: dict[str, dict]) -> str:
         params = dict(cell.params)
+        if cell.stage != "profile":  # TensorFlow's thread count can change a cell's bytes
+            params["tf_threads"] = self.threads
         if "dataset" in params:
             params["dataset"] = self.dataset_identity(params["dataset"])
         return cell_key(cell.stage, params, {r: i["sha256"] for r, i in inputs.items()}, self._stack)
@@ -132,7 +135,8 @@ def run_suite(suite: Suite, options: RunOptions) -> RunResult:
             leftovers = cache.clean_staging()
             if leftovers:
                 _say(console, f"removed {leftovers} unfinished cell folder(s) left by an interrupted run")
-            size = size_pool(options.workers or suite.execution.workers, suite.execution.memory_per_worker_gb)
+            size = size_pool(options.workers or suite.execution.workers, suite.execution.memory_per_worker_gb,
+                             suite.execution.threads)
             _say(console, f"suite {suite.name}: {len(grid.cells)} cells "
                           f"({', '.join(f'{k} {v}' for k, v in grid.count().items())}); executor "
                           f"{options.executor}, {size.workers} worker(s) × {size.threads_per_worker} "
@@ -168,7 +172,7 @@ def _schedule(grid: Grid, cache: Cache, options: RunOptions, size, console) -> d
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn)
 
-    keys = Keys(cache)
+    keys = Keys(cache, grid.suite.execution.threads)
     pending: OrderedDict[str, Cell] = OrderedDict((c.id, c) for c in grid.order())
     outcomes: dict[str, Outcome] = {}
     running: dict[concurrent.futures.Future, tuple[Cell, str, float]] = {}

@@ -130,6 +130,10 @@ class ExecutionSpec:
     workers: int | None = None  # None: sized to cores and memory
     memory_per_worker_gb: float = 3.0
     seed: int = 0
+    # TensorFlow threads per cell. Fixed (not derived from the pool size) because float
+    # reductions split over a different number of threads give different bytes: a grid must
+    # give the same results on 1 worker or 16, locally or on Ray. Part of every cell's key.
+    threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -628,7 +632,7 @@ def _parse_profile(value: Any, check: _Checker) -> ProfileSpec:
 def _parse_execution(value: Any, check: _Checker) -> ExecutionSpec:
     if value is None:
         return ExecutionSpec()
-    entry = check.mapping(value, "execution", ("workers", "memory_per_worker_gb", "seed"))
+    entry = check.mapping(value, "execution", ("workers", "memory_per_worker_gb", "seed", "threads"))
     workers = entry.get("workers", "auto")
     if workers != "auto":
         workers = check.integer(workers, "execution.workers")
@@ -638,8 +642,9 @@ def _parse_execution(value: Any, check: _Checker) -> ExecutionSpec:
     seed = entry.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise check.fail("execution.seed", f"expected an integer, got {seed!r}")
+    threads = check.integer(entry.get("threads", 1), "execution.threads", optional=False)
     return ExecutionSpec(workers=None if workers == "auto" else workers,
-                         memory_per_worker_gb=float(memory), seed=seed)
+                         memory_per_worker_gb=float(memory), seed=seed, threads=threads)
 
 
 def _normalised(suite: Suite) -> dict:
@@ -657,4 +662,5 @@ def _normalised(suite: Suite) -> dict:
         else:
             out[name] = value
     out["seed"] = suite.execution.seed
+    out["threads"] = suite.execution.threads
     return json.loads(json.dumps(out, default=str))
