@@ -193,8 +193,9 @@ def plot_curves(curves: Sequence[RobustnessCurve], destination: str | os.PathLik
 
 
 def curves_report(curves: Sequence[RobustnessCurve], *, dataset: dict, eps_report: Sequence[float] = (),
-                  points: int = 101) -> dict[str, Any]:
-    grid = eps_grid(curves, points)
+                  points: int = 101, grid: Sequence[float] | None = None) -> dict[str, Any]:
+    """JSON-ready curves on `grid` (default: 0 .. 1.05 x the largest finite norm, `points` values)."""
+    grid = eps_grid(curves, points) if grid is None else np.asarray(grid, np.float64)
     return {
         "schema": SCHEMA,
         "norm": curves[0].norm if curves else None,

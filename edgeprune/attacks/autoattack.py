@@ -266,10 +266,10 @@ def run_autoattack(model_fn: Callable | None, x, y, config: AutoAttackConfig, *,
                 advance(len(idx), f"robust {robust.mean():.2%}")
         results.append(StageResult(stage, "ran", len(todo), fooled_here, float(robust.mean()),
                                    time.perf_counter() - started))
-        if stage == "square" and run_checks:
-            fired += checks.emit([checks.check_square_after_whitebox(
-                whitebox_robust_before_square or 0, fooled_here if any(
-                    r.status == "ran" for r in results[:-1]) else 0)])
+        whitebox_ran = any(r.status == "ran" for r in results[:-1])
+        if stage == "square" and run_checks and whitebox_ran:
+            fired += checks.emit([checks.check_square_after_whitebox(whitebox_robust_before_square or 0,
+                                                                     fooled_here)])
     return AutoAttackResult(config=config, x_adv=x_adv, y=y, clean_pred=clean_pred, robust=robust,
                             fooled_by=np.asarray(fooled_by, dtype=str), stages=tuple(results),
                             warnings=tuple(fired))
