@@ -1,8 +1,8 @@
 """Where cells run: a local process pool (default) or a Ray cluster — same cells, same results.
 
 Both hand back `concurrent.futures.Future`s of the cell manifest, so the scheduler does not
-care which one it drives. Workers are long-lived processes: TensorFlow is imported once per
-worker, not once per cell.
+care which one it drives. TensorFlow is imported once: locally in a fork server each cell's
+process is forked from, on Ray once per (reused) worker.
 """
 
 from __future__ import annotations
@@ -91,9 +91,13 @@ class LocalExecutor:
 
     def submit(self, job: CellJob) -> concurrent.futures.Future:
         if self._pool is None:
+            # One process per cell, forked from the preloaded server (milliseconds): a cell's
+            # bytes never depend on what ran before it in the same process (OpenVINO numbers
+            # the nodes of an IR with a process-wide counter), and memory TensorFlow keeps
+            # after a model is gone is returned with its process.
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 max_workers=self.size.workers, mp_context=_worker_context(),
-                initializer=watch_driver, initargs=(os.getpid(),))
+                initializer=watch_driver, initargs=(os.getpid(),), max_tasks_per_child=1)
         return self._pool.submit(run_cell, job)
 
     def shutdown(self, *, abort: bool = False) -> None:
@@ -133,6 +137,9 @@ class RayExecutor:
             else:
                 ray.init(num_cpus=size.workers, **options)
         self._remote = ray.remote(num_cpus=1, max_retries=0)(run_cell)
+        # OpenVINO IR bytes depend on what the process converted before (node-name counter):
+        # those cells get a fresh Ray worker; the others reuse workers (TensorFlow loaded once).
+        self._fresh = ray.remote(num_cpus=1, max_retries=0, max_calls=1)(run_cell)
         cluster_cpus = int(ray.cluster_resources().get("CPU", size.workers))
         self._slots = cluster_cpus if address else size.workers
 
@@ -141,7 +148,8 @@ class RayExecutor:
         return self._slots
 
     def submit(self, job: CellJob) -> concurrent.futures.Future:
-        return self._remote.remote(job).future()
+        fresh = job.stage == "convert" and job.params.get("to") == "openvino"
+        return (self._fresh if fresh else self._remote).remote(job).future()
 
     def shutdown(self, *, abort: bool = False) -> None:
         if self._started_here:
