@@ -5,7 +5,7 @@ verified at conversion as usual), then evaluates the source and each converted f
 whole test split through `edgeprune.runtime.load`, and writes RESULTS.md / .json / .csv.
 
     python benchmarks/convert_table.py --model base.h5 [--model pruned.h5] \
-        --dataset npz:cifar10_sample.npz --work /tmp/convert-bench \
+        --dataset npz:cifar10_sample.npz --work WORK \
         --results benchmarks/results/convert
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import os
 import shlex
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import numpy as np
 
-    from edgeprune.convert import ConvertConfig, convert_model
+    from edgeprune.convert import ConvertConfig, VerificationError, convert_model
     from edgeprune.data import load_dataset
     from edgeprune.host import host_fingerprint
     from edgeprune.info import gzip_bytes
@@ -76,13 +77,19 @@ def main(argv: list[str] | None = None) -> None:
         for target, precision in ROWS:
             output = work / f"{model_path.stem}_{precision}{'.tflite' if target == 'tflite' else '.xml'}"
             started = time.perf_counter()
-            report = convert_model(model_path, output,
-                                   ConvertConfig(target, precision, verify=args.verify,
-                                                 calibration=args.calibration),
-                                   dataset=dataset, dataset_spec=args.dataset, progress=False)
+            notes = []
+            config = ConvertConfig(target, precision, verify=args.verify, calibration=args.calibration)
+            try:
+                report = convert_model(model_path, output, config, dataset=dataset,
+                                       dataset_spec=args.dataset, progress=False)
+            except VerificationError as refusal:
+                # Shown, not hidden: what `convert` refused, then the same file kept with
+                # --no-verify so its size and accuracy are still in the table.
+                notes.append("REFUSED by default verification: " + str(refusal).split(";")[0])
+                report = convert_model(model_path, output, dataclasses.replace(config, verify=0),
+                                       dataset=dataset, dataset_spec=args.dataset, progress=False)
             seconds = time.perf_counter() - started
             logits = load(output, threads=args.threads).predict(x_test, 128)
-            notes = []
             encoding = report.get("sparse_encoding") or {}
             if encoding.get("sparse_bytes") is not None:
                 notes.append(f"sparse encoding {encoding['sparse_bytes']:,} B "

@@ -23,7 +23,6 @@ import re
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.runtime import captured_stderr
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -107,22 +107,6 @@ class ConvertConfig:
 
 # --- helpers ------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _captured_stderr() -> Iterator[list[str]]:
-    """Silence the converters' C++ logging (written straight to fd 2); keep it for errors."""
-    lines: list[str] = []
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
-
-
 def summarise_error(exc: BaseException, log_lines: list[str] = ()) -> str:
     """One line from a converter's multi-line error: its first `error:` message if any."""
     text = "\n".join([str(exc), *log_lines])
@@ -195,7 +179,7 @@ def _tflite_bytes(model: "tf.keras.Model", precision: str, *, sparse: bool, cali
         if int8_io:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
-    with _captured_stderr() as log, warnings.catch_warnings():
+    with captured_stderr() as log, warnings.catch_warnings():
         # int8 I/O without input statistics is intended: the calibrated range is used.
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs", category=UserWarning)
         try:
@@ -271,7 +255,7 @@ def convert_openvino(model: "tf.keras.Model", destination: Path, config: Convert
     """Write .xml + .bin; remove zeroed filters first, then quantize (int8) or compress (fp16)."""
     import openvino as ov
 
-    with _captured_stderr() as log:
+    with captured_stderr() as log:
         try:
             ov_model = ov.convert_model(model)
         except Exception as exc:

@@ -35,7 +35,7 @@ SCHEMA = "edgeprune.profile/1"
 FORMATS = {".h5": "keras", ".hdf5": "keras", ".tflite": "tflite", ".xml": "openvino"}
 ISOLATIONS = ("process", "none")
 MAX_RUNS = 100_000  # a runaway guard: min-time on a sub-microsecond call would never end
-PERCENTILES = (10, 25, 50, 75, 90, 99)
+PERCENTILES = (5, 10, 25, 50, 75, 90, 99)
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def summarize_latency(samples_ms: Sequence[float], batch: int) -> dict:
                **{f"p{p}": float(q) for p, q in zip(PERCENTILES, quantiles, strict=True)},
                "max": float(samples.max())}
     return {
-        "latency_ms": {k: round(v, 4) for k, v in latency.items()},
+        "latency_ms": {k: round(v, 6) for k, v in latency.items()},
         "cv": round(std / mean, 4) if mean > 0 else 0.0,
         "throughput_ips": round(batch * 1000.0 / mean, 2) if mean > 0 else 0.0,
     }
@@ -393,7 +393,7 @@ def measure_cells(path: str | os.PathLike, batches: Sequence[int], threads: int,
                 "peak_rss_bytes": peak_rss_bytes(),
                 # Cores' worth of CPU time other processes used on our CPUs while we measured.
                 "other_load_cores": other_load,
-                "samples_ms": [round(s, 4) for s in samples],
+                "samples_ms": [round(s, 6) for s in samples],
             }
             cells.append(cell)
             if on_cell is not None:
@@ -459,6 +459,8 @@ def profile_models(paths: Sequence[str | os.PathLike], config: ProfileConfig, *,
         seen[key] = path
     if config.cpus is not None:
         check_cpus(config.cpus)
+    if config.isolation == "none" and any(model_format(p) == "keras" for p in paths):
+        _apply_keras_threads(config.threads[0])  # before TensorFlow starts; later counts cannot apply
     host = host_fingerprint()
     effective_cpus = list(config.cpus) if config.cpus is not None else list(allowed_cpus() or [])
     models: list[dict] = []
@@ -539,7 +541,7 @@ def markdown_report(report: dict) -> str:
 
 
 CSV_COLUMNS = ("model", "format", "runtime", "batch", "threads", "cpus", "runs", "min", "mean", "std",
-               "p10", "p25", "p50", "p75", "p90", "p99", "max", "cv", "throughput_ips", "peak_rss_bytes",
+               "p5", "p10", "p25", "p50", "p75", "p90", "p99", "max", "cv", "throughput_ips", "peak_rss_bytes",
                "other_load_cores", "file_bytes", "gzip_bytes", "params", "params_nonzero", "macs")
 
 

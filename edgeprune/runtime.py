@@ -7,8 +7,11 @@ with only the `[device]` extra).
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -63,6 +66,27 @@ def file_bytes(path: str | os.PathLike) -> int:
     if path.suffix == ".xml" and path.with_suffix(".bin").exists():
         size += path.with_suffix(".bin").stat().st_size
     return size
+
+
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[list[str]]:
+    """Capture what C++ libraries write straight to fd 2 (converter logs, LiteRT's delegate
+    banner); the lines are handed back so callers can report or re-emit them."""
+    lines: list[str] = []
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2 (embedded interpreters): nothing to capture
+        yield lines
+        return
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
 
 
 # --- shared helpers for the compiled runtimes ---------------------------------------------
@@ -242,11 +266,18 @@ class TFLitePredictor:
 def _load_tflite(path: Path, *, allow_unsafe: bool = False, threads: int | None = None) -> Predictor:
     threads = _check_threads(threads)
     interpreter_class, runtime_name, runtime_version = _tflite_interpreter_class()
-    try:
-        interpreter = interpreter_class(model_path=str(path), num_threads=threads)
-        interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    failure = None
+    with captured_stderr() as log:  # LiteRT announces its XNNPACK delegate on fd 2
+        try:
+            interpreter = interpreter_class(model_path=str(path), num_threads=threads)
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            failure = exc
+    other = [line for line in log if "Created TensorFlow Lite XNNPACK delegate" not in line]
+    if other and failure is None:
+        print("\n".join(other), file=sys.stderr)
+    if failure is not None:
+        first_line = (str(failure).strip().splitlines() or [type(failure).__name__])[0][:200]
         raise EdgepruneError(f"{path}: not a loadable TFLite model ({first_line})") from None
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     if len(inputs) != 1 or len(outputs) != 1:

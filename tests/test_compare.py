@@ -48,7 +48,7 @@ def _profile(cells: list[dict], file_bytes: int = 1000) -> dict:
 
 # ------------------------------------------------------------------------------ the rule
 
-def test_rule_needs_median_and_floor_beyond_its_spread():
+def test_rule_needs_the_floor_to_move_beyond_its_spread():
     rng = np.random.default_rng(0)
     base = _cell(1.0 + rng.exponential(0.05, 200))
     # A busy host: the same model's median doubles, its fastest runs do not move.
@@ -58,7 +58,10 @@ def test_rule_needs_median_and_floor_beyond_its_spread():
     slower = _cell(2.0 + rng.exponential(0.1, 200))
     row = latency_verdict(base, slower, 0.10)
     assert row["verdict"] == "regression" and row["p50_ratio"] > 1.9 and row["min_ratio"] > 1.9
-    # Slower in median and floor, but three noisy runs each cannot separate the medians.
+    # ... even when the baseline's median was inflated by a starved moment.
+    starved = _cell(np.concatenate([1.0 + rng.exponential(0.05, 40), 2.5 + rng.exponential(1.0, 160)]))
+    assert latency_verdict(starved, slower, 0.10)["verdict"] == "regression"
+    # Slower floor, but three noisy runs each: the fastest twentieth is too wide to tell.
     few_base, few_slow = _cell([1.0, 3.0, 5.0]), _cell([1.2, 3.6, 6.0])
     assert latency_verdict(few_base, few_slow, 0.10)["verdict"] == "slower (within noise)"
     assert latency_verdict(slower, base, 0.10)["verdict"] == "faster"
@@ -98,23 +101,29 @@ def test_size_growth_is_exact():
 
 # --------------------------------------------------------------- real profiles, this host
 
+@pytest.mark.slow
 def test_same_model_never_regresses_in_10_of_10_repeats(nets, tmp_path):
+    """The gate's false-alarm rate on this host: a measurement that depends on what else the
+    machine runs, so it is not part of the default suite (`pytest -m slow`)."""
     base, _ = nets
     baseline = profile_models([base], GATE, progress=False)
     verdicts = []
     for _ in range(10):
         candidate = profile_models([base], GATE, progress=False)
         report = compare_profiles(baseline, candidate, CompareConfig(max_slowdown=0.10))
-        verdicts.append((report["verdict"], report["latency"][0]["p50_ratio"], report["latency"][0]["min_ratio"]))
-    assert all(v[0] == "pass" for v in verdicts), verdicts
+        verdicts.append(report["latency"][0])
+    assert all(row["verdict"] in ("ok", "faster") or row["verdict"].startswith("slower") for row in verdicts)
+    failed = [{k: row[k] for k in ("p50_ratio", "min_ratio", "floor_gap_ms", "floor_noise_ms", "busy")}
+              for row in verdicts if row["verdict"] == "regression"]
+    assert not failed, failed
 
 
 def test_twice_slower_model_is_flagged_and_cli_exits_1(nets, tmp_path):
     base, slow = nets
-    # As in CI, the committed baseline is measured with care (longer); the candidate quickly.
+    # As in CI, baseline and candidate are measured alike, a little longer than the repeats above.
     careful = ProfileConfig(**{**GATE.__dict__, "min_time_s": 1.0})
     write_json(tmp_path / "base.json", profile_models([base], careful, progress=False))
-    write_json(tmp_path / "slow.json", profile_models([slow], GATE, progress=False))
+    write_json(tmp_path / "slow.json", profile_models([slow], careful, progress=False))
     result = CliRunner().invoke(cli, ["compare", str(tmp_path / "base.json"), str(tmp_path / "slow.json"),
                                       "--max-slowdown", "10%", "-o", str(tmp_path / "cmp.json")])
     assert result.exit_code == 1, result.output
@@ -165,7 +174,7 @@ def test_corrupt_or_foreign_json_exits_2_with_one_line(tmp_path):
     write_json(foreign, {"schema": "edgeprune.train/1"})
     gutted = tmp_path / "gutted.json"
     profile = _profile([_cell([1.0])])
-    del profile["results"][0]["latency_ms"]["p10"]
+    del profile["results"][0]["latency_ms"]["p5"]
     write_json(gutted, profile)
     for bad, message in ((truncated, "not valid JSON"), (foreign, "not an edgeprune profile"),
                          (gutted, "results[0]"), (tmp_path / "absent.json", "no such file")):
@@ -187,3 +196,31 @@ def test_markdown_fits_a_job_summary():
     text = markdown_report(compare_profiles(base, cand, CompareConfig()))
     assert text.startswith("## edgeprune compare: ✅ **No regression**")
     assert "| m | openvino | 1 | 1 |" in text and "only in candidate" in text and "m/openvino/8/1" in text
+
+
+def test_ci_workflow_uses_real_options():
+    import shlex
+    from pathlib import Path
+
+    import yaml
+
+    from edgeprune.cli.compare import command as compare_command
+    from edgeprune.cli.profile import command as profile_command
+
+    folder = Path(__file__).resolve().parents[1] / "examples" / "ci"
+    workflow = yaml.safe_load((folder / "edgeprune-latency-gate.yml").read_text())
+    assert {"gate", "update-baseline"} <= set(workflow["jobs"])
+    profile_args = shlex.split(workflow["env"]["PROFILE_ARGS"])
+    context = profile_command.make_context("profile", ["model.tflite", *profile_args, "-o", "c.json"])
+    assert context.params["cpus"] == "0,1" and context.params["runs"] >= 20
+    steps = [s.get("run", "") for s in workflow["jobs"]["gate"]["steps"]]
+    compare_step = next(s for s in steps if "edgeprune compare" in s).replace("\\\n", " ")
+    line = next(x for x in compare_step.splitlines() if "edgeprune compare" in x)
+    words = shlex.split(line.split(">")[0].replace('"$BASELINE"', "baseline.json"))
+    context = compare_command.make_context("compare", words[2:])
+    assert context.params["max_slowdown"] == "10%" and "GITHUB_STEP_SUMMARY" in compare_step
+    baseline = folder / "edgeprune-baseline.json"
+    from edgeprune.compare import load_profile
+
+    report = load_profile(baseline)  # the example baseline is a real, loadable profile
+    assert report["settings"]["cpus"] == [0, 1] and report["results"]

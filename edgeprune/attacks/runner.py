@@ -200,19 +200,20 @@ def logits_function(model, probe: np.ndarray | None = None) -> tuple[Callable, b
     import tensorflow as tf
 
     if isinstance(model, tf.keras.Model):
-        if model in _KERAS_LOGITS:  # the same function each time: compiled attack loops are reused
-            call, stripped = _KERAS_LOGITS[model]
+        cached = getattr(model, _LOGITS_ATTR, None)
+        if cached is not None:  # the same function each time: compiled attack loops are reused
+            call, stripped = cached
             if stripped:
                 _warn_softmax()
             return call, stripped
         logits_model = _strip_softmax_layer(model)
         if logits_model is not None:
             _warn_softmax()
-            call = _keras_call(logits_model, weak=False)  # only this closure holds it
-            _KERAS_LOGITS[model] = (call, True)
+            call = _keras_call(logits_model)
+            object.__setattr__(model, _LOGITS_ATTR, (call, True))  # bypass Keras' attribute tracking
             return call, True
         call = _keras_call(model)
-        _KERAS_LOGITS[model] = (call, False)
+        object.__setattr__(model, _LOGITS_ATTR, (call, False))
     else:
         call = model
     if probe is not None and len(probe):
@@ -225,15 +226,16 @@ def logits_function(model, probe: np.ndarray | None = None) -> tuple[Callable, b
     return call, False
 
 
-_KERAS_LOGITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# The logits function is cached on the model itself: model -> model_fn -> model is a cycle the
+# garbage collector frees with the model, and the caller may keep only model_fn.
+_LOGITS_ATTR = "_edgeprune_logits_fn"
 
 
-def _keras_call(model, *, weak: bool = True) -> Callable:
-    """model(t, training=False); holds `model` weakly when it is the cache key."""
-    ref = weakref.ref(model) if weak else (lambda: model)
+def _keras_call(model) -> Callable:
+    """model(t, training=False), holding `model` for as long as the function lives."""
 
     def model_fn(t):
-        return ref()(t, training=False)
+        return model(t, training=False)
 
     return model_fn
 

@@ -24,12 +24,12 @@ def command(baseline, candidate, max_slowdown, max_size_growth, output_format, o
     """Compare CANDIDATE.json against BASELINE.json (both from `edgeprune profile`).
 
     Entries pair by model name, format, batch and threads. A slowdown is a regression only
-    when the median (p50) AND the fastest run (min) are slower than --max-slowdown AND the
-    fastest runs differ by more than their own spread (p10 - min of each run).
-    Interference from other processes moves the median, a slower model moves everything.
-    When other processes used a share of the measured CPUs during either run, the floor
-    must also exceed that share (capped at 60%). File size growth beyond
-    --max-size-growth is a regression.
+    when the fastest run is slower than --max-slowdown AND the fastest runs differ by more
+    than their own spread (p5 - min of each run): interference from other processes
+    inflates the median, a slower model raises every run. When other processes used a share
+    of the measured CPUs during either run, the fastest run must also be slower by more than
+    that share (capped at 60%). Median ratios are reported beside the verdict. File size
+    growth beyond --max-size-growth is a regression.
 
     \b
     Exit status: 0 no regression, 1 regression, 2 unusable input (bad JSON, wrong schema,
