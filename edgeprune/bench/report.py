@@ -482,22 +482,48 @@ def plot_transfer_heatmap(data: dict, path: Path) -> Path | None:
     return _save(fig, plt, path)
 
 
+def _curve_points(row: dict) -> tuple[list, list]:
+    curve = row["curve"]
+    eps = curve.get("eps") if isinstance(curve, dict) else [p[0] for p in curve]
+    acc = curve.get("accuracy") if isinstance(curve, dict) else [p[1] for p in curve]
+    return list(eps or []), list(acc or [])
+
+
+def _floor_eps(eps: list, acc: list) -> float | None:
+    """The smallest eps by which a curve has made 95% of its drop (a few images with large
+    minimal norms would otherwise set the x range)."""
+    floor = acc[-1]
+    near_floor = floor + 0.05 * (acc[0] - floor)
+    return next((e for e, a in zip(eps, acc, strict=True) if a <= near_floor), None)
+
+
 def plot_robustness_curves(data: dict, path: Path) -> Path | None:
-    rows = [r for r in data["robustness"] if r.get("curve")]
+    """One panel per base architecture; the x range ends where the curves have made their drop
+    (a constant classifier's flat line would otherwise stretch it to eps = 1)."""
+    rows = [r for r in data["robustness"] if r.get("curve") and _curve_points(r)[0]]
     if not rows:
         return None
+    panels = _group(rows, "dataset", "model")
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for row in rows:
-        curve = row["curve"]
-        eps = curve.get("eps") if isinstance(curve, dict) else [p[0] for p in curve]
-        acc = curve.get("accuracy") if isinstance(curve, dict) else [p[1] for p in curve]
-        if eps and acc:
-            label = row["model"] if row["prune"] == "base" else f"{row['model']} {row['prune']} {float(row['level']):g}"
-            ax.plot(eps, acc, label=f"{label} ({row['runtime']})" if row["runtime"] != "keras" else label)
-    ax.set(xlabel="eps", ylabel="robust accuracy", title="Robustness curves (minimum-norm attack)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.2), squeeze=False)
+    for ax, ((dataset, model), group) in zip(axes.flat, panels.items(), strict=True):
+        floors = []
+        for row in group:
+            eps, acc = _curve_points(row)
+            label = "base" if row["prune"] == "base" else f"{row['prune']} {float(row['level']):g}"
+            if row["runtime"] != "keras":
+                label += f" ({row['runtime']})"
+            ax.step(eps, acc, where="post", label=label)
+            floor = _floor_eps(eps, acc)
+            if floor is not None and floor < eps[-1]:
+                floors.append(floor)
+        if floors:
+            floors.sort()  # the 80th percentile: one or two stragglers do not set the range
+            ax.set_xlim(0, 1.3 * floors[min(len(floors) - 1, int(0.8 * len(floors)))])
+        ax.set(xlabel="eps", ylabel="robust accuracy", title=f"{model} ({dataset})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Robustness curves (minimum-norm attack)")
     return _save(fig, plt, path)
 
 
