@@ -287,7 +287,6 @@ def test_interrupted_run_resumes_reuses_and_reports_like_a_clean_run(tmp_path, m
     assert "fgsm@smallcnn" in accuracy and ",clean," in accuracy
 
 
-@pytest.mark.slow
 def test_quick_suite_end_to_end(tmp_path):
     """The README's main job: benchmarks/quick.yaml, then a re-run that reuses every cell."""
     from edgeprune.cli import cli

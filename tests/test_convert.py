@@ -103,7 +103,6 @@ def test_zeroed_filters_are_removed_from_the_openvino_ir(tmp_path, digits_model,
     assert report["verification"]["max_abs_logit_diff"] < 1e-3
 
 
-@pytest.mark.slow
 def test_nncf_filter_pruned_model_converts_smaller(tmp_path, digits_model, digits, digits_converted):
     """The real pipeline: NNCF filter pruning (TF backend, fine-tuned) -> OpenVINO IR."""
     from edgeprune.modelio import read_metadata, save_keras_model
@@ -120,7 +119,6 @@ def test_nncf_filter_pruned_model_converts_smaller(tmp_path, digits_model, digit
     assert report["verification"]["passed"]
 
 
-@pytest.mark.slow
 def test_sparse_encoding_is_measured_and_the_smaller_file_kept(tmp_path, digits_model, digits):
     import tensorflow as tf
 

@@ -243,7 +243,6 @@ def test_cli_bad_input_is_one_line(tiny, tmp_path):
     assert result.exit_code == 2 and "--force" in result.output and existing.read_text() == "{}"
 
 
-@pytest.mark.slow
 def test_keras_thread_setting_applies_in_fresh_process(tiny):
     config = ProfileConfig(batches=(4,), threads=(1,), isolation="process", **QUICK)
     report = profile_models([tiny / "tiny.h5"], config, progress=False)
