@@ -24,6 +24,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from edgeprune.attacks.checks import as_batch
+
 LOSSES = ("ce", "dlr", "dlr-t")
 NORMS = ("inf", "2")
 
@@ -201,10 +203,7 @@ def apgd(model_fn: Callable, x, y, *, eps: float, norm="inf", seed: int = 0, ste
         raise ValueError(f"rho must be in (0, 1], got {rho}")
     if not 0.0 < alpha <= 1.0:
         raise ValueError(f"alpha must be in (0, 1], got {alpha}")
-    x = np.asarray(x, dtype=np.float32)
-    y = np.asarray(y, dtype=np.int64).reshape(-1)
-    if len(x) != len(y):
-        raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
+    x, y = as_batch(x, y)
     if len(x) == 0 or eps == 0:
         return x.copy()
 

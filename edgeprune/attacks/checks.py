@@ -15,6 +15,15 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 
+def as_batch(x, y) -> tuple[np.ndarray, np.ndarray]:
+    """float32 images and flat int64 labels of equal length: what every attack loop takes."""
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64).reshape(-1)
+    if len(x) != len(y):
+        raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
+    return x, y
+
+
 def check_probability_outputs(outputs: np.ndarray) -> str | None:
     """Outputs that are non-negative and sum to 1 per row are probabilities, not logits."""
     outputs = np.asarray(outputs, np.float64)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 import numpy as np
 
 from edgeprune.attacks.apgd import normalize_norm, target_classes
+from edgeprune.attacks.checks import as_batch
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -121,10 +122,7 @@ def fab(model_fn: Callable, x, y, *, eps: float | None = None, norm="inf", seed:
         raise ValueError(f"eta (overshoot) must be >= 1, got {eta}")
     if not 0.0 < beta <= 1.0:
         raise ValueError(f"beta must be in (0, 1], got {beta}")
-    x = np.asarray(x, dtype=np.float32)
-    y = np.asarray(y, dtype=np.int64).reshape(-1)
-    if len(x) != len(y):
-        raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
+    x, y = as_batch(x, y)
     x_out = x.copy()
     if len(x) == 0 or eps == 0:
         return x_out

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeprune.attacks.apgd import normalize_norm
+from edgeprune.attacks.checks import as_batch
 
 SCHEDULES = ("cosine", "linear")
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -157,10 +158,7 @@ def fmn_norms(model_fn: Callable, x, y, *, norm="inf", eps: float | None = None,
     config = config or FMNConfig()
     if eps is not None and not eps >= 0:
         raise ValueError(f"eps must be >= 0 or None, got {eps}")
-    x = np.asarray(x, dtype=np.float32)
-    y = np.asarray(y, dtype=np.int64).reshape(-1)
-    if len(x) != len(y):
-        raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
+    x, y = as_batch(x, y)
     norms = np.zeros(len(x), np.float32)
     x_adv = x.copy()
     if len(x) == 0:

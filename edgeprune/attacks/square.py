@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeprune.attacks.apgd import normalize_norm
+from edgeprune.attacks.checks import as_batch
 
 # Fractions of a 10,000-query run at which p is halved (Andriushchenko et al., AutoAttack).
 _HALVING_POINTS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -59,12 +60,9 @@ def square_attack(predict: Callable[[np.ndarray], np.ndarray], x, y, *, eps: flo
         raise ValueError(f"n_queries must be >= 1, got {n_queries}")
     if not 0.0 < p_init <= 1.0:
         raise ValueError(f"p_init must be in (0, 1], got {p_init}")
-    x = np.asarray(x, dtype=np.float32)
-    y = np.asarray(y, dtype=np.int64).reshape(-1)
+    x, y = as_batch(x, y)
     if x.ndim != 4:
         raise ValueError(f"square expects NHWC images, got shape {x.shape}")
-    if len(x) != len(y):
-        raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
     n, height, width, channels = x.shape
     queries = np.zeros(n, np.int64)
     if n == 0 or eps == 0:
