@@ -22,7 +22,7 @@ def _vgg(name: str, *, input_shape, num_classes: int, width: float) -> tf.keras.
             x = layers.MaxPooling2D(2, padding="same", name=f"block{block}_pool")(x)
             block, conv = block + 1, 1
         else:
-            x = conv_bn(x, channels(item, width), 3, name=f"block{block}_{conv}")
+            x = conv_bn(x, channels(int(item), width), 3, name=f"block{block}_{conv}")
             conv += 1
     return model(inputs, classifier_head(x, num_classes), name)
 

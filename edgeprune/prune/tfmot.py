@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -100,6 +100,8 @@ class TfmotConfig:
         """The overall sparsity asked for (N:M: 1 - N/M)."""
         if self.pattern is not None:
             return 1.0 - self.pattern[0] / self.pattern[1]
+        if self.sparsity is None:
+            raise EdgepruneError("give a sparsity or an N:M pattern")
         return float(self.sparsity)
 
 
@@ -296,7 +298,7 @@ def tfmot_prune(model: "tf.keras.Model", dataset: Dataset, config: TfmotConfig, 
         pruned, schedule, train_accuracy = work, {"kind": "one-shot", "total_steps": 0}, None
     else:
         pruned, schedule, train_accuracy = _fine_tune(work, layers, targets, config, dataset, progress)
-    info = {}
+    info: dict[str, Any] = {}
     if config.pattern:
         by_name = {layer.name: layer for layer in pruned.layers}
         info["pattern_violations"] = {name: pattern_violations(by_name[name].get_weights()[0], config.pattern)
