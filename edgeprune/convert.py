@@ -31,17 +31,13 @@ import numpy as np
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.runtime import captured_stderr
+from edgeprune.vocab import CONVERT_PRECISIONS, CONVERTED_SUFFIXES, SWITCHES, check_fit
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
     from edgeprune.data import Dataset
 
-FORMATS: dict[str, tuple[str, ...]] = {
-    "tflite": ("fp32", "fp16", "dynamic", "int8"),
-    "openvino": ("fp32", "fp16", "int8"),
-}
-SUFFIXES = {"tflite": ".tflite", "openvino": ".xml"}
 # Default top-1 agreement a conversion must reach on the verification images. Float
 # conversions only reorder arithmetic: anything below 99% is a broken conversion. Weight or
 # full-integer quantization flips borderline images (measured 97% on a CIFAR ResNet-20 at
@@ -50,7 +46,6 @@ SUFFIXES = {"tflite": ".tflite", "openvino": ".xml"}
 DEFAULT_MIN_AGREEMENT = {"fp32": 0.99, "fp16": 0.99, "dynamic": 0.95, "int8": 0.95}
 # Weight sparsity from which the sparse TFLite encoding is tried beside the dense one.
 SPARSE_THRESHOLD = 0.30
-SWITCHES = ("auto", "on", "off")
 SCHEMA = "edgeprune.convert/1"
 
 
@@ -74,12 +69,13 @@ class ConvertConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.target not in FORMATS:
-            raise EdgepruneError(f"unknown target format {self.target!r}; expected one of {', '.join(FORMATS)}")
-        if self.precision not in FORMATS[self.target]:
+        if self.target not in CONVERT_PRECISIONS:
+            raise EdgepruneError(f"unknown target format {self.target!r}; expected one of "
+                                 f"{', '.join(CONVERT_PRECISIONS)}")
+        if self.precision not in CONVERT_PRECISIONS[self.target]:
             raise EdgepruneError(
                 f"unknown precision {self.precision!r} for {self.target}; expected one of "
-                f"{', '.join(FORMATS[self.target])}")
+                f"{', '.join(CONVERT_PRECISIONS[self.target])}")
         if self.calibration < 1:
             raise EdgepruneError(f"calibration must be at least 1 image, got {self.calibration}")
         if self.verify < 0:
@@ -94,7 +90,7 @@ class ConvertConfig:
 
     @property
     def suffix(self) -> str:
-        return SUFFIXES[self.target]
+        return CONVERTED_SUFFIXES[self.target]
 
     @property
     def agreement_bound(self) -> float:
@@ -313,18 +309,6 @@ def _nncf_quantize(ov_model, calibration: np.ndarray, *, progress: bool):
 
 # --- the whole conversion -----------------------------------------------------------------
 
-def check_dataset_fits(dataset: "Dataset", model: "tf.keras.Model", source: Path) -> None:
-    model_shape = tuple(int(d) for d in model.input_shape[1:])
-    if tuple(dataset.input_shape) != model_shape:
-        raise EdgepruneError(
-            f"dataset {dataset.name!r} has images of shape {dataset.input_shape} but {source.name} "
-            f"expects {model_shape}; pass the dataset it was trained on with --dataset")
-    classes = int(model.output_shape[-1])
-    if dataset.num_classes != classes:
-        raise EdgepruneError(
-            f"dataset {dataset.name!r} has {dataset.num_classes} classes but {source.name} outputs {classes}")
-
-
 def report_path_for(output: str | os.PathLike) -> Path:
     """The report beside a converted model: m.tflite -> m.tflite.json (formats never collide)."""
     output = Path(output)
@@ -365,7 +349,8 @@ def convert_model(source: str | os.PathLike, output: str | os.PathLike, config: 
     with progress_task(f"convert -> {config.target} {config.precision}", steps, enabled=progress) as advance:
         model = load_keras_model(source, allow_unsafe=allow_unsafe)
         if dataset is not None:
-            check_dataset_fits(dataset, model, source)
+            check_fit(dataset, input_shape=model.input_shape[1:], num_classes=int(model.output_shape[-1]),
+                      model=source.name, hint="; pass the dataset it was trained on with --dataset")
         stats = model_stats(model)
         zero_filters = sum(layer.filters_zero for layer in layer_stats(model)
                            if layer.kind in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D"))

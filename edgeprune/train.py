@@ -15,11 +15,11 @@ import numpy as np
 
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
+from edgeprune.vocab import AUGMENTATIONS
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-AUGMENTATIONS = ("auto", "none", "crop", "flip-crop")
 
 
 @dataclass(frozen=True)
