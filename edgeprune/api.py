@@ -333,7 +333,7 @@ def robustness(models: Sequence[str | os.PathLike], options: RobustnessOptions,
         if eps <= 0:
             raise EdgepruneError(f"--eps must be > 0 for --autoattack, got {options.eps}")
         record = evaluate_autoattack(model_list, eps=eps, dataset_spec=options.dataset, limit=options.limit,
-                                     norm=norm, version=options.autoattack, seed=options.seed,
+                                     norm=norm, version=options.autoattack or "standard", seed=options.seed,
                                      batch_size=options.batch_size, allow_unsafe=allow_unsafe,
                                      progress=progress)
         if output:

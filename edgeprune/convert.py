@@ -25,6 +25,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -103,7 +104,7 @@ class ConvertConfig:
 
 # --- helpers ------------------------------------------------------------------------------
 
-def summarise_error(exc: BaseException, log_lines: list[str] = ()) -> str:
+def summarise_error(exc: BaseException, log_lines: Sequence[str] = ()) -> str:
     """One line from a converter's multi-line error: its first `error:` message if any."""
     text = "\n".join([str(exc), *log_lines])
     for match in re.finditer(r"error:\s*(.+)", text):
@@ -164,6 +165,8 @@ def _tflite_bytes(model: "tf.keras.Model", precision: str, *, sparse: bool, cali
     if precision == "fp16":
         converter.target_spec.supported_types = [tf.float16]
     if precision == "int8":
+        if calibration is None:
+            raise EdgepruneError("int8 conversion needs calibration images")
         images = calibration.astype(np.float32)
 
         def representative():
@@ -201,7 +204,9 @@ def convert_tflite(model: "tf.keras.Model", destination: Path, config: ConvertCo
     if sparse_error is not None and dense is None:
         raise EdgepruneError(f"the sparse-encoded TFLite model does not run ({sparse_error}); use --sparse auto or off")
     use_sparse = encoded is not None and sparse_error is None and (dense is None or len(encoded) < len(dense))
-    destination.write_bytes(encoded if use_sparse else dense)
+    chosen = encoded if use_sparse else dense
+    assert chosen is not None  # dense is None only when the sparse encoding was tried and kept
+    destination.write_bytes(chosen)
     return {
         "weight_sparsity": sparsity,
         "threshold": SPARSE_THRESHOLD,
@@ -251,13 +256,12 @@ def convert_openvino(model: "tf.keras.Model", destination: Path, config: Convert
     """Write .xml + .bin; remove zeroed filters first, then quantize (int8) or compress (fp16)."""
     import openvino as ov
 
+    failure: Exception | None = None
     with captured_stderr() as log:
         try:
             ov_model = ov.convert_model(model)
         except Exception as exc:
             failure = exc
-        else:
-            failure = None
     if failure is not None:
         raise EdgepruneError(f"OpenVINO model conversion failed: {summarise_error(failure, log)}")
     before = conv_channels(ov_model)
@@ -268,6 +272,8 @@ def convert_openvino(model: "tf.keras.Model", destination: Path, config: Convert
         apply_pruning_transformation(ov_model)
     after = conv_channels(ov_model)
     if config.precision == "int8":
+        if calibration is None:
+            raise EdgepruneError("int8 conversion needs calibration images")
         ov_model = _nncf_quantize(ov_model, calibration, progress=progress)
     ov_model.set_rt_info(config.precision, ["edgeprune", "precision"])
     ov.save_model(ov_model, str(destination), compress_to_fp16=config.precision == "fp16")
@@ -355,7 +361,7 @@ def convert_model(source: str | os.PathLike, output: str | os.PathLike, config: 
         zero_filters = sum(layer.filters_zero for layer in layer_stats(model)
                            if layer.kind in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D"))
         calibration = (calibration_images(dataset, config.calibration, seed=config.seed)
-                       if config.precision == "int8" else None)
+                       if config.precision == "int8" and dataset is not None else None)
         advance(1, "loaded")
         output.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp_dir:
@@ -371,7 +377,7 @@ def convert_model(source: str | os.PathLike, output: str | os.PathLike, config: 
             advance(1, "converted")
             predictor = load(converted)
             verification: dict = {"skipped": True}
-            if config.verify > 0:
+            if config.verify > 0 and dataset is not None:
                 x_verify, y_verify = verification_split(dataset, config.verify, seed=config.seed)
                 figures = compare_logits(_keras_logits(model, x_verify, config.batch_size),
                                          predictor.predict(x_verify, config.batch_size), y_verify)

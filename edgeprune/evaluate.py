@@ -135,7 +135,7 @@ def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.Path
             check_fit(dataset, input_shape=model.info.get("input_shape", []),
                       num_classes=int(model.info.get("num_classes", dataset.num_classes)),
                       model=f"model {model.label}", trained_on=model.dataset)
-        data = load_dataset(dataset_spec, limit_test=limit, seed=0) if limit else dataset
+        data = load_dataset(dataset_spec, limit_test=limit, seed=0) if limit and dataset_spec else dataset
         clean_x, clean_y = data.split("test")
 
     rows = ([CLEAN] if clean_x is not None else []) + names
@@ -143,7 +143,7 @@ def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.Path
     images: dict[str, int] = {}
     with progress_task("evaluate", len(rows) * len(models), enabled=progress) as advance:
         for model in models:
-            if clean_x is not None:
+            if clean_x is not None and clean_y is not None:
                 accuracy[CLEAN][model.label] = _accuracy(model, clean_x, clean_y, batch_size)
                 images[CLEAN] = int(len(clean_y))
                 advance(1, f"{model.label} clean")
@@ -153,7 +153,7 @@ def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.Path
                 advance(1, f"{model.label} {transfer.name}")
 
     labels = [m.label for m in models]
-    report = {
+    report: dict[str, Any] = {
         "schema": SCHEMA,
         "dataset": None if dataset is None else {"spec": dataset_spec, "name": dataset.name,
                                                   "test_fingerprint": dataset.fingerprint("test"), "limit": limit},

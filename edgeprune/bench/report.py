@@ -82,7 +82,9 @@ def robustness_fields(result: RobustnessResult | TransferSetResult | None, args:
 def _robustness_result(outcome: Any, cache: Cache) -> RobustnessResult | TransferSetResult | None:
     """AutoAttack / FMN cells write robustness.json; other attacks a transfer set's record."""
     primary = (outcome.manifest or {}).get("primary") or "" if outcome is not None else ""
-    return _stage_result(outcome, cache, RobustnessResult if primary == "robustness.json" else TransferSetResult)
+    if primary == "robustness.json":
+        return _stage_result(outcome, cache, RobustnessResult)
+    return _stage_result(outcome, cache, TransferSetResult)
 
 
 def collect(grid: Grid, outcomes: dict, cache: Cache) -> dict:
@@ -361,8 +363,8 @@ def _latency(row: dict | None) -> str:
     return f"{row['latency_ms_mean']:.2f} ± {row['latency_ms_std'] or 0:.2f}"
 
 
-def _group(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+def _group(rows: list[dict], *keys: str) -> dict[Any, list[dict]]:
+    groups: dict[Any, list[dict]] = defaultdict(list)
     for row in rows:
         groups[tuple(row.get(k) for k in keys) if len(keys) > 1 else row.get(keys[0])].append(row)
     return dict(sorted(groups.items(), key=lambda kv: str(kv[0])))

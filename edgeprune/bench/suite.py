@@ -394,7 +394,7 @@ def _parse_models(value: Any, base: Path, datasets: tuple[str, ...], check: _Che
                 raise check.fail(f"{key}.path", f"expected a Keras .h5 file, got {given}")
             if "train" in entry:
                 raise check.fail(f"{key}.train", "a given model (`path`) is not trained; remove `train`")
-        name = check.name(entry.get("name", arch or Path(given).stem), f"{key}.name")
+        name = check.name(entry.get("name", arch or Path(given or "").stem), f"{key}.name")
         on = check.choices(entry.get("datasets", list(datasets)), f"{key}.datasets", datasets)
         if given is not None and len(on) != 1:
             raise check.fail(f"{key}.datasets", "a given model belongs to exactly one dataset; name it")
@@ -609,14 +609,14 @@ def _parse_execution(value: Any, check: _Checker) -> ExecutionSpec:
         raise check.fail("execution.seed", f"expected an integer, got {seed!r}")
     threads = check.integer(entry.get("threads", 1), "execution.threads", optional=False)
     return ExecutionSpec(workers=None if workers == "auto" else workers,
-                         memory_per_worker_gb=float(memory), seed=seed, threads=threads)
+                         memory_per_worker_gb=float(memory), seed=seed, threads=threads or 1)
 
 
 def _normalised(suite: Suite) -> dict:
     """A JSON-able view of everything that defines the grid (paths resolved, defaults filled)."""
     from dataclasses import asdict
 
-    out = {}
+    out: dict[str, Any] = {}
     for name in ("name", "datasets", "models", "pruning", "conversions", "attacks", "robustness",
                  "evaluate", "profile"):
         value = getattr(suite, name)
