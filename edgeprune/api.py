@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,11 +24,13 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.io import check_output, sidecar
 from edgeprune.options import CALL_NAMES, flag, option_names
 from edgeprune.pruning import PruneOptions, prune
+from edgeprune.convert import ConvertConfig
+from edgeprune.train import TrainConfig
 from edgeprune.results import (BenchResult, CompareResult, ConvertResult, EvaluateResult, ProfileResult,
                                RobustnessResult, TrainResult, TransferSetResult)
-from edgeprune.vocab import (ARCHITECTURE_NAMES, ATTACK_PRESETS, AUGMENTATIONS, AUTOATTACK_VERSIONS,
-                             BENCH_EXECUTORS, CONVERT_TARGETS, DATASETS_BY_NAME, NORMS, PROFILE_ISOLATIONS,
-                             SPLITS, SWITCHES)
+from edgeprune.vocab import (ARCHITECTURE_NAMES, ATTACK_PRESETS, AUTOATTACK_VERSIONS,
+                             BENCH_EXECUTORS, DATASETS_BY_NAME, NORMS, PROFILE_ISOLATIONS,
+                             SPLITS)
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -79,27 +81,22 @@ def load_dataset(spec: str = "digits", *, limit_train: int | None = None, limit_
 # --- train ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class TrainOptions:
-    """Train a zoo architecture from scratch (the first paper's recipe by default)."""
+class TrainOptions(TrainConfig):
+    """Train a zoo architecture from scratch (TrainConfig: the first paper's recipe by default)
+    on `dataset`."""
 
-    arch: str
     dataset: str = "digits"
     limit_train: int | None = None
     limit_test: int | None = flag(None, name="limit")
-    epochs: int = 40
-    batch_size: int = 128
-    learning_rate: float = flag(0.1, name="lr")
-    milestones: tuple[int, ...] = (10, 20, 30)
-    gamma: float = 0.1
-    weight_decay: float = 5e-4
-    augment: str = "auto"
-    width: float = 1.0
-    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURE_NAMES:
             raise EdgepruneError(f"unknown architecture {self.arch!r}; expected one of {', '.join(ARCHITECTURE_NAMES)}")
-        _one_of("augment", self.augment, AUGMENTATIONS)
+        super().__post_init__()
+
+    def config(self) -> TrainConfig:
+        """The training recipe alone (what the report records)."""
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig)})
 
 
 def train(options: TrainOptions, output: str | os.PathLike, *, force: bool = False,
@@ -108,13 +105,10 @@ def train(options: TrainOptions, output: str | os.PathLike, *, force: bool = Fal
     from edgeprune.data import load_dataset as load
     from edgeprune.io import versions, write_json
     from edgeprune.modelio import save_keras_model
-    from edgeprune.train import TrainConfig, train_model
+    from edgeprune.train import train_model
 
     output = check_output(output, force=force, suffixes=(".h5",))
-    config = TrainConfig(arch=options.arch, epochs=options.epochs, batch_size=options.batch_size,
-                         learning_rate=options.learning_rate, milestones=options.milestones,
-                         gamma=options.gamma, weight_decay=options.weight_decay, augment=options.augment,
-                         width=options.width, seed=options.seed)
+    config = options.config()
     data = load(options.dataset, limit_train=options.limit_train, limit_test=options.limit_test,
                 seed=options.seed)
     model, result = train_model(config, data, progress=progress)
@@ -131,33 +125,17 @@ def train(options: TrainOptions, output: str | os.PathLike, *, force: bool = Fal
 # --- convert --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class ConvertOptions:
-    """Convert to TFLite or OpenVINO IR and verify against the source (see ConvertConfig)."""
+class ConvertOptions(ConvertConfig):
+    """Convert to TFLite or OpenVINO IR and verify against the source (ConvertConfig), with the
+    data to calibrate and verify on."""
 
-    target: str = flag("tflite", name="to")
-    precision: str = "fp32"
     dataset: str | None = None  # None: the dataset the model records, when it loads by name
-    calibration: int = 300
-    int8_io: bool = True
-    sparse: str = "auto"
-    prune_filters: str = "auto"
-    verify: int = 300
     no_verify: bool = False
-    min_agreement: float | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        _one_of("to", self.target, CONVERT_TARGETS)
-        _one_of("sparse", self.sparse, SWITCHES)
-        _one_of("prune-filters", self.prune_filters, SWITCHES)
 
     def config(self) -> ConvertConfig:
-        from edgeprune.convert import ConvertConfig
-
-        return ConvertConfig(target=self.target, precision=self.precision, calibration=self.calibration,
-                             int8_io=self.int8_io, sparse=self.sparse, prune_filters=self.prune_filters,
-                             verify=0 if self.no_verify else self.verify, min_agreement=self.min_agreement,
-                             seed=self.seed)
+        """The conversion settings alone (`no_verify` as verify=0)."""
+        values = {f.name: getattr(self, f.name) for f in fields(ConvertConfig)}
+        return ConvertConfig(**{**values, "verify": 0 if self.no_verify else self.verify})
 
 
 def resolve_dataset(spec: str | None, model_path: str | os.PathLike, *, needed: bool,

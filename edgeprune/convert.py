@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.options import flag, internal
 from edgeprune.runtime import captured_stderr
 from edgeprune.vocab import CONVERT_PRECISIONS, CONVERTED_SUFFIXES, SWITCHES, check_fit
 
@@ -58,7 +59,7 @@ class VerificationError(EdgepruneError):
 class ConvertConfig:
     """What to convert to and how to check it; validates itself when built."""
 
-    target: str
+    target: str = flag(name="to")
     precision: str = "fp32"
     calibration: int = 300  # training images for int8 calibration
     int8_io: bool = True  # TFLite int8: int8 input/output tensors (False: float I/O)
@@ -66,7 +67,7 @@ class ConvertConfig:
     prune_filters: str = "auto"  # OpenVINO: remove all-zero filters (auto: when there are any)
     verify: int = 300  # test images to verify on; 0 skips verification
     min_agreement: float | None = None  # None: DEFAULT_MIN_AGREEMENT[precision]
-    batch_size: int = 64
+    batch_size: int = internal(64)
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -22,7 +22,7 @@ T = TypeVar("T")
 CALL_NAMES = ("output", "force", "quiet", "allow-unsafe")
 
 
-def flag(default: Any = None, *, name: str | None = None, negate: bool = False) -> Any:
+def flag(default: Any = dataclasses.MISSING, *, name: str | None = None, negate: bool = False) -> Any:
     """A dataclass field whose flag name differs from its field name; `negate`: the flag sets
     the opposite (`tune` <- `no-tune: true`)."""
     metadata = {"flag": name, "negate": negate}
@@ -31,13 +31,22 @@ def flag(default: Any = None, *, name: str | None = None, negate: bool = False) 
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def internal(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field that is not an option: no flag names it and `from_args` refuses it."""
+    return dataclasses.field(default=default, default_factory=factory, metadata={"internal": True})
+
+
+def _fields(cls: type) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+
+
 def _flag_name(f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or f.name.replace("_", "-")
 
 
 def option_names(cls: type) -> tuple[str, ...]:
     """The flag-spelled names of `cls`'s fields."""
-    return tuple(_flag_name(f) for f in dataclasses.fields(cls))
+    return tuple(_flag_name(f) for f in _fields(cls))
 
 
 def _coerce(value: Any, hint: Any, name: str) -> Any:
@@ -83,7 +92,7 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
 def from_args(cls: type[T], args: Mapping[str, Any], **fixed: Any) -> T:
     """Build options `cls` from flag-spelled `args` ({"batch-size": 32, "lr": 0.01}) and `fixed`
     field values; an unknown name is a one-line EdgepruneError listing the accepted ones."""
-    fields = {_flag_name(f): f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {_flag_name(f): f for f in _fields(cls)}
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for key, value in args.items():

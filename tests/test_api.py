@@ -100,7 +100,7 @@ def test_options_validate_when_built():
         api.EvaluateOptions()
     with pytest.raises(EdgepruneError, match="--curve and --autoattack"):
         api.RobustnessOptions(curve=True, autoattack="fast")
-    with pytest.raises(EdgepruneError, match="--to must be one of tflite, openvino"):
+    with pytest.raises(EdgepruneError, match="unknown target format 'onnx'; expected one of tflite, openvino"):
         api.ConvertOptions(target="onnx")
 
 
