@@ -15,9 +15,13 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]],
     or "c" (:---:)."""
     marks = {"l": "---", "r": "---:", "c": ":---:"}
     rule = [marks[a] for a in align] if align else ["---"] * len(header)
-    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "|".join(rule) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines = [_row(header), "|" + "|".join(rule) + "|"] + [_row(row) for row in rows]
     return "\n".join(lines)
+
+
+def _row(cells: Sequence[Any]) -> str:
+    """| a | b | (an empty cell is `| |`)."""
+    return "|" + "|".join(f" {c} " if str(c) else " " for c in cells) + "|"
 
 
 def csv_table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, line_end: str = "\n") -> str:

@@ -99,8 +99,10 @@ def command(ctx, model, method, dataset, limit_train, limit_test, output, epochs
     """
     from edgeprune.api import PruneOptions, prune
 
-    given = {name: value for name, value in locals().items() if name in TFMOT_OPTIONS + NNCF_OPTIONS
-             and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    # Method-specific options go to the library only when typed (their defaults live there), so
+    # one given to the other method is refused rather than silently ignored.
+    given = {name: ctx.params[name] for name in TFMOT_OPTIONS + NNCF_OPTIONS
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     options = PruneOptions(method=method, dataset=dataset, limit_train=limit_train, limit_test=limit_test,
                            epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
                            **given)
