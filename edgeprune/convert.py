@@ -62,7 +62,7 @@ class ConvertConfig:
     target: str = flag(name="to")
     precision: str = "fp32"
     calibration: int = 300  # training images for int8 calibration
-    int8_io: bool = True  # TFLite int8: int8 input/output tensors (False: float I/O)
+    int8_io: bool = flag(True, off="float-io")  # TFLite int8: int8 input/output tensors (False: float I/O)
     sparse: str = "auto"  # TFLite sparse-weight encoding: auto (keep the smaller) / on / off
     prune_filters: str = "auto"  # OpenVINO: remove all-zero filters (auto: when there are any)
     verify: int = 300  # test images to verify on; 0 skips verification

@@ -22,10 +22,12 @@ T = TypeVar("T")
 CALL_NAMES = ("output", "force", "quiet", "allow-unsafe")
 
 
-def flag(default: Any = dataclasses.MISSING, *, name: str | None = None, negate: bool = False) -> Any:
+def flag(default: Any = dataclasses.MISSING, *, name: str | None = None, negate: bool = False,
+         off: str | None = None) -> Any:
     """A dataclass field whose flag name differs from its field name; `negate`: the flag sets
-    the opposite (`tune` <- `no-tune: true`)."""
-    metadata = {"flag": name, "negate": negate}
+    the opposite (`tune` <- `no-tune: true`); `off`: a second flag that turns a boolean off
+    (`int8_io` <- `float-io: true`, as the CLI's `--int8-io/--float-io`)."""
+    metadata = {"flag": name, "negate": negate, "off": off}
     if isinstance(default, (list, dict, set)):
         raise TypeError("mutable default")
     return dataclasses.field(default=default, metadata=metadata)
@@ -44,9 +46,19 @@ def _flag_name(f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or f.name.replace("_", "-")
 
 
+def _flags(cls: type) -> dict[str, tuple[dataclasses.Field, bool]]:
+    """Flag name -> (field, whether the flag sets the field's opposite)."""
+    flags: dict[str, tuple[dataclasses.Field, bool]] = {}
+    for f in _fields(cls):
+        flags[_flag_name(f)] = (f, bool(f.metadata.get("negate")))
+        if f.metadata.get("off"):
+            flags[f.metadata["off"]] = (f, True)
+    return flags
+
+
 def option_names(cls: type) -> tuple[str, ...]:
-    """The flag-spelled names of `cls`'s fields."""
-    return tuple(_flag_name(f) for f in _fields(cls))
+    """The flag-spelled names of `cls`'s fields (and their `off` flags)."""
+    return tuple(_flags(cls))
 
 
 def _coerce(value: Any, hint: Any, name: str) -> Any:
@@ -92,18 +104,19 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
 def from_args(cls: type[T], args: Mapping[str, Any], **fixed: Any) -> T:
     """Build options `cls` from flag-spelled `args` ({"batch-size": 32, "lr": 0.01}) and `fixed`
     field values; an unknown name is a one-line EdgepruneError listing the accepted ones."""
-    fields = {_flag_name(f): f for f in _fields(cls)}
+    flags = _flags(cls)
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for key, value in args.items():
         name = str(key).replace("_", "-")
         if name in CALL_NAMES:
             continue
-        field = fields.get(name) or fields.get(str(key))
-        if field is None:
-            raise EdgepruneError(f"unknown option {key!r}; expected one of {', '.join(sorted(fields))}")
+        found = flags.get(name) or flags.get(str(key))
+        if found is None:
+            raise EdgepruneError(f"unknown option {key!r}; expected one of {', '.join(sorted(flags))}")
+        field, negate = found
         value = _coerce(value, hints[field.name], name)
-        values[field.name] = (not value) if field.metadata.get("negate") else value
+        values[field.name] = (not value) if negate else value
     for name, value in fixed.items():
         values[name] = _coerce(value, hints[name], name) if name in hints else value
     return cls(**values)

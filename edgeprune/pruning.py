@@ -64,9 +64,9 @@ class PruneOptions:
     flops_target: float | None = None
     init: float | None = None  # default 0.1
     steps: int | None = None
-    prune_first_conv: bool | None = None  # default True
-    prune_downsample: bool | None = None  # default True
-    shrink: bool | None = None  # default True
+    prune_first_conv: bool | None = flag(None, off="no-prune-first-conv")  # default True
+    prune_downsample: bool | None = flag(None, off="no-prune-downsample")  # default True
+    shrink: bool | None = flag(None, off="no-shrink")  # default True
 
     def __post_init__(self) -> None:
         _one_of("method", self.method, PRUNE_METHODS)

@@ -67,7 +67,8 @@ def test_cli_options_are_the_library_schema(stage):
     from edgeprune.api import stage_option_names
 
     command = importlib.import_module(f"edgeprune.cli.{stage}").command
-    cli = {opt[2:] for param in command.params for opt in param.opts if opt.startswith("--")}
+    cli = {opt[2:] for param in command.params for opt in (*param.opts, *param.secondary_opts)
+           if opt.startswith("--")}
     arguments = {param.name for param in command.params if not param.opts[0].startswith("-")}
     library = set(stage_option_names(stage))
     assert cli <= library
@@ -113,6 +114,8 @@ def test_from_args_reads_flag_spelled_values():
     assert (options.batch_size, options.learning_rate, options.milestones, options.limit_test) == (64, 0.05, (2, 4), 100)
     robust = from_args(api.RobustnessOptions, {"no-tune": True, "fmn-steps": 20}, curve=True)
     assert robust.tune is False and robust.fmn_steps == 20
+    assert from_args(api.ConvertOptions, {"float-io": True}, target="tflite").int8_io is False
+    assert from_args(api.PruneOptions, {"no-shrink": True}, method="nncf-filter").shrinking is False
     profile = from_args(api.ProfileOptions, {"min-time": 0.3}, batch=[32], threads=[2])
     assert profile.batch == (32,) and profile.threads == (2,) and profile.min_time_s == 0.3
     with pytest.raises(EdgepruneError, match="unknown option 'epoch'; expected one of"):
