@@ -20,23 +20,21 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgeprune.convert import ConvertConfig
 from edgeprune.errors import EdgepruneError
 from edgeprune.io import check_output, sidecar
 from edgeprune.options import CALL_NAMES, flag, option_names
 from edgeprune.pruning import PruneOptions, prune
-from edgeprune.convert import ConvertConfig
-from edgeprune.train import TrainConfig
 from edgeprune.results import (BenchResult, CompareResult, ConvertResult, EvaluateResult, ProfileResult,
                                RobustnessResult, TrainResult, TransferSetResult)
-from edgeprune.vocab import (ARCHITECTURE_NAMES, ATTACK_PRESETS, AUTOATTACK_VERSIONS,
-                             BENCH_EXECUTORS, DATASETS_BY_NAME, NORMS, PROFILE_ISOLATIONS,
-                             SPLITS)
+from edgeprune.train import TrainConfig
+from edgeprune.vocab import (ARCHITECTURE_NAMES, ATTACK_PRESETS, AUTOATTACK_VERSIONS, BENCH_EXECUTORS,
+                             DATASETS_BY_NAME, NORMS, PROFILE_ISOLATIONS, SPLITS, check_choice)
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
     from edgeprune.compare import CompareConfig
-    from edgeprune.convert import ConvertConfig
     from edgeprune.data import Dataset
     from edgeprune.profile import ProfileConfig
     from edgeprune.runtime import Predictor
@@ -46,11 +44,6 @@ __all__ = [
     "RobustnessOptions", "STAGE_OPTIONS", "TrainOptions", "attack", "bench", "compare", "convert",
     "evaluate", "load_dataset", "load_model", "load_predictor", "profile", "prune", "robustness", "train",
 ]
-
-
-def _one_of(name: str, value: str | None, allowed: Sequence[str]) -> None:
-    if value is not None and value not in allowed:
-        raise EdgepruneError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -197,9 +190,9 @@ class AttackOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _one_of("split", self.split, SPLITS)
-        _one_of("norm", self.norm, NORMS)
-        _one_of("preset", self.preset, ATTACK_PRESETS)
+        check_choice("split", self.split, SPLITS)
+        check_choice("norm", self.norm, NORMS)
+        check_choice("preset", self.preset, ATTACK_PRESETS)
         if self.eps is not None and not self.eps > 0:
             raise EdgepruneError(f"--eps must be > 0, got {self.eps}")
 
@@ -277,8 +270,8 @@ class RobustnessOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _one_of("autoattack", self.autoattack, AUTOATTACK_VERSIONS)
-        _one_of("norm", self.norm, NORMS)
+        check_choice("autoattack", self.autoattack, AUTOATTACK_VERSIONS)
+        check_choice("norm", self.norm, NORMS)
         if self.curve and self.autoattack:
             raise EdgepruneError("--curve and --autoattack are separate reports: give one of them")
         if not self.curve and not self.autoattack:
@@ -337,7 +330,7 @@ class ProfileOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _one_of("isolation", self.isolation, PROFILE_ISOLATIONS)
+        check_choice("isolation", self.isolation, PROFILE_ISOLATIONS)
 
     @property
     def cpu_count(self) -> int:
@@ -397,7 +390,7 @@ def bench(suite: str | os.PathLike, *, out: str | os.PathLike | None = None, cac
     from edgeprune.bench.runner import RunOptions, run_suite
     from edgeprune.bench.suite import load_suite
 
-    _one_of("executor", executor, BENCH_EXECUTORS)
+    check_choice("executor", executor, BENCH_EXECUTORS)
     loaded = load_suite(suite)
     options = RunOptions(out=Path(out) if out else Path("runs") / loaded.name,
                          cache=Path(cache) if cache else None, executor=executor, address=address,

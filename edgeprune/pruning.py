@@ -20,7 +20,7 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.io import check_output, sidecar
 from edgeprune.options import flag
 from edgeprune.results import PruneResult
-from edgeprune.vocab import NNCF_CRITERIA, PRUNE_METHODS, TFMOT_SCHEDULES, TFMOT_SCOPES, check_fit
+from edgeprune.vocab import NNCF_CRITERIA, PRUNE_METHODS, TFMOT_SCHEDULES, TFMOT_SCOPES, check_choice, check_fit
 
 DEFAULT_EPOCHS = 5
 # Options that belong to one method; given to the other, they are a mistake.
@@ -32,11 +32,6 @@ NNCF_OPTIONS = ("criterion", "target", "flops_target", "init", "steps", "prune_f
 def _open_fraction(name: str, value: float | None) -> None:
     if value is not None and not 0.0 < value < 1.0:
         raise EdgepruneError(f"{name} must be in (0, 1), got {value}")
-
-
-def _one_of(name: str, value: str | None, allowed: tuple[str, ...]) -> None:
-    if value is not None and value not in allowed:
-        raise EdgepruneError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -69,7 +64,7 @@ class PruneOptions:
     shrink: bool | None = flag(None, off="no-shrink")  # default True
 
     def __post_init__(self) -> None:
-        _one_of("method", self.method, PRUNE_METHODS)
+        check_choice("method", self.method, PRUNE_METHODS)
         foreign = NNCF_OPTIONS if self.method == "tfmot" else TFMOT_OPTIONS
         given = [name for name in foreign if getattr(self, name) is not None]
         if given:
@@ -80,9 +75,9 @@ class PruneOptions:
             raise EdgepruneError(f"--epochs must be >= 0, got {self.epochs}")
         if self.batch_size < 1:
             raise EdgepruneError(f"--batch-size must be >= 1, got {self.batch_size}")
-        _one_of("schedule", self.schedule, TFMOT_SCHEDULES)
-        _one_of("scope", self.scope, TFMOT_SCOPES)
-        _one_of("criterion", self.criterion, NNCF_CRITERIA)
+        check_choice("schedule", self.schedule, TFMOT_SCHEDULES)
+        check_choice("scope", self.scope, TFMOT_SCOPES)
+        check_choice("criterion", self.criterion, NNCF_CRITERIA)
 
     @property
     def fine_tune_epochs(self) -> int:

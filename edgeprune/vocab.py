@@ -6,6 +6,7 @@ Light on purpose (no TensorFlow, no click): `edgeprune --help` and the suite loa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from edgeprune.errors import EdgepruneError
@@ -43,6 +44,12 @@ AUTOATTACK_VERSIONS = ("standard", "fast")
 PROFILE_ISOLATIONS = ("process", "none")
 COMPARE_OUTPUT_FORMATS = ("md", "json")
 BENCH_EXECUTORS = ("local", "ray")
+
+
+def check_choice(name: str, value: str | None, allowed: Sequence[str]) -> None:
+    """Refuse a value not in `allowed` (None passes: the default applies), naming the option."""
+    if value is not None and value not in allowed:
+        raise EdgepruneError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 def check_fit(dataset: Any, *, input_shape: Any, num_classes: int, model: str,
