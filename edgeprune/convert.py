@@ -25,23 +25,21 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.options import flag, internal
 from edgeprune.runtime import captured_stderr
+from edgeprune.vocab import CONVERT_PRECISIONS, CONVERTED_SUFFIXES, SWITCHES, check_fit
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
     from edgeprune.data import Dataset
 
-FORMATS: dict[str, tuple[str, ...]] = {
-    "tflite": ("fp32", "fp16", "dynamic", "int8"),
-    "openvino": ("fp32", "fp16", "int8"),
-}
-SUFFIXES = {"tflite": ".tflite", "openvino": ".xml"}
 # Default top-1 agreement a conversion must reach on the verification images. Float
 # conversions only reorder arithmetic: anything below 99% is a broken conversion. Weight or
 # full-integer quantization flips borderline images (measured 97% on a CIFAR ResNet-20 at
@@ -50,7 +48,6 @@ SUFFIXES = {"tflite": ".tflite", "openvino": ".xml"}
 DEFAULT_MIN_AGREEMENT = {"fp32": 0.99, "fp16": 0.99, "dynamic": 0.95, "int8": 0.95}
 # Weight sparsity from which the sparse TFLite encoding is tried beside the dense one.
 SPARSE_THRESHOLD = 0.30
-SWITCHES = ("auto", "on", "off")
 SCHEMA = "edgeprune.convert/1"
 
 
@@ -62,24 +59,25 @@ class VerificationError(EdgepruneError):
 class ConvertConfig:
     """What to convert to and how to check it; validates itself when built."""
 
-    target: str
+    target: str = flag(name="to")
     precision: str = "fp32"
     calibration: int = 300  # training images for int8 calibration
-    int8_io: bool = True  # TFLite int8: int8 input/output tensors (False: float I/O)
+    int8_io: bool = flag(True, off="float-io")  # TFLite int8: int8 input/output tensors (False: float I/O)
     sparse: str = "auto"  # TFLite sparse-weight encoding: auto (keep the smaller) / on / off
     prune_filters: str = "auto"  # OpenVINO: remove all-zero filters (auto: when there are any)
     verify: int = 300  # test images to verify on; 0 skips verification
     min_agreement: float | None = None  # None: DEFAULT_MIN_AGREEMENT[precision]
-    batch_size: int = 64
+    batch_size: int = internal(64)
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.target not in FORMATS:
-            raise EdgepruneError(f"unknown target format {self.target!r}; expected one of {', '.join(FORMATS)}")
-        if self.precision not in FORMATS[self.target]:
+        if self.target not in CONVERT_PRECISIONS:
+            raise EdgepruneError(f"unknown target format {self.target!r}; expected one of "
+                                 f"{', '.join(CONVERT_PRECISIONS)}")
+        if self.precision not in CONVERT_PRECISIONS[self.target]:
             raise EdgepruneError(
                 f"unknown precision {self.precision!r} for {self.target}; expected one of "
-                f"{', '.join(FORMATS[self.target])}")
+                f"{', '.join(CONVERT_PRECISIONS[self.target])}")
         if self.calibration < 1:
             raise EdgepruneError(f"calibration must be at least 1 image, got {self.calibration}")
         if self.verify < 0:
@@ -94,7 +92,7 @@ class ConvertConfig:
 
     @property
     def suffix(self) -> str:
-        return SUFFIXES[self.target]
+        return CONVERTED_SUFFIXES[self.target]
 
     @property
     def agreement_bound(self) -> float:
@@ -107,7 +105,7 @@ class ConvertConfig:
 
 # --- helpers ------------------------------------------------------------------------------
 
-def summarise_error(exc: BaseException, log_lines: list[str] = ()) -> str:
+def summarise_error(exc: BaseException, log_lines: Sequence[str] = ()) -> str:
     """One line from a converter's multi-line error: its first `error:` message if any."""
     text = "\n".join([str(exc), *log_lines])
     for match in re.finditer(r"error:\s*(.+)", text):
@@ -168,6 +166,8 @@ def _tflite_bytes(model: "tf.keras.Model", precision: str, *, sparse: bool, cali
     if precision == "fp16":
         converter.target_spec.supported_types = [tf.float16]
     if precision == "int8":
+        if calibration is None:
+            raise EdgepruneError("int8 conversion needs calibration images")
         images = calibration.astype(np.float32)
 
         def representative():
@@ -205,7 +205,9 @@ def convert_tflite(model: "tf.keras.Model", destination: Path, config: ConvertCo
     if sparse_error is not None and dense is None:
         raise EdgepruneError(f"the sparse-encoded TFLite model does not run ({sparse_error}); use --sparse auto or off")
     use_sparse = encoded is not None and sparse_error is None and (dense is None or len(encoded) < len(dense))
-    destination.write_bytes(encoded if use_sparse else dense)
+    chosen = encoded if use_sparse else dense
+    assert chosen is not None  # dense is None only when the sparse encoding was tried and kept
+    destination.write_bytes(chosen)
     return {
         "weight_sparsity": sparsity,
         "threshold": SPARSE_THRESHOLD,
@@ -255,13 +257,12 @@ def convert_openvino(model: "tf.keras.Model", destination: Path, config: Convert
     """Write .xml + .bin; remove zeroed filters first, then quantize (int8) or compress (fp16)."""
     import openvino as ov
 
+    failure: Exception | None = None
     with captured_stderr() as log:
         try:
             ov_model = ov.convert_model(model)
         except Exception as exc:
             failure = exc
-        else:
-            failure = None
     if failure is not None:
         raise EdgepruneError(f"OpenVINO model conversion failed: {summarise_error(failure, log)}")
     before = conv_channels(ov_model)
@@ -272,6 +273,8 @@ def convert_openvino(model: "tf.keras.Model", destination: Path, config: Convert
         apply_pruning_transformation(ov_model)
     after = conv_channels(ov_model)
     if config.precision == "int8":
+        if calibration is None:
+            raise EdgepruneError("int8 conversion needs calibration images")
         ov_model = _nncf_quantize(ov_model, calibration, progress=progress)
     ov_model.set_rt_info(config.precision, ["edgeprune", "precision"])
     ov.save_model(ov_model, str(destination), compress_to_fp16=config.precision == "fp16")
@@ -313,18 +316,6 @@ def _nncf_quantize(ov_model, calibration: np.ndarray, *, progress: bool):
 
 # --- the whole conversion -----------------------------------------------------------------
 
-def check_dataset_fits(dataset: "Dataset", model: "tf.keras.Model", source: Path) -> None:
-    model_shape = tuple(int(d) for d in model.input_shape[1:])
-    if tuple(dataset.input_shape) != model_shape:
-        raise EdgepruneError(
-            f"dataset {dataset.name!r} has images of shape {dataset.input_shape} but {source.name} "
-            f"expects {model_shape}; pass the dataset it was trained on with --dataset")
-    classes = int(model.output_shape[-1])
-    if dataset.num_classes != classes:
-        raise EdgepruneError(
-            f"dataset {dataset.name!r} has {dataset.num_classes} classes but {source.name} outputs {classes}")
-
-
 def report_path_for(output: str | os.PathLike) -> Path:
     """The report beside a converted model: m.tflite -> m.tflite.json (formats never collide)."""
     output = Path(output)
@@ -365,12 +356,13 @@ def convert_model(source: str | os.PathLike, output: str | os.PathLike, config: 
     with progress_task(f"convert -> {config.target} {config.precision}", steps, enabled=progress) as advance:
         model = load_keras_model(source, allow_unsafe=allow_unsafe)
         if dataset is not None:
-            check_dataset_fits(dataset, model, source)
+            check_fit(dataset, input_shape=model.input_shape[1:], num_classes=int(model.output_shape[-1]),
+                      model=source.name, hint="; pass the dataset it was trained on with --dataset")
         stats = model_stats(model)
         zero_filters = sum(layer.filters_zero for layer in layer_stats(model)
                            if layer.kind in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D"))
         calibration = (calibration_images(dataset, config.calibration, seed=config.seed)
-                       if config.precision == "int8" else None)
+                       if config.precision == "int8" and dataset is not None else None)
         advance(1, "loaded")
         output.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp_dir:
@@ -386,7 +378,7 @@ def convert_model(source: str | os.PathLike, output: str | os.PathLike, config: 
             advance(1, "converted")
             predictor = load(converted)
             verification: dict = {"skipped": True}
-            if config.verify > 0:
+            if config.verify > 0 and dataset is not None:
                 x_verify, y_verify = verification_split(dataset, config.verify, seed=config.seed)
                 figures = compare_logits(_keras_logits(model, x_verify, config.batch_size),
                                          predictor.predict(x_verify, config.batch_size), y_verify)

@@ -37,8 +37,8 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: tuple[str, ...]
-    index_train: np.ndarray = field(default=None)  # type: ignore[assignment]
-    index_test: np.ndarray = field(default=None)  # type: ignore[assignment]
+    index_train: np.ndarray = field(default=None)  # type: ignore[arg-type]  # filled in __post_init__
+    index_test: np.ndarray = field(default=None)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
         for split in SPLITS:
@@ -322,7 +322,7 @@ def _load_svhn(path: str) -> Dataset:
         raise EdgepruneError(f"dataset {name!r}: missing {', '.join(missing)} (the official SVHN files)")
     from scipy.io import loadmat  # MATLAB v5 files: plain arrays, no code
 
-    parts = {}
+    parts: dict[str, np.ndarray] = {}
     for split, file in files.items():
         try:
             record = loadmat(file)

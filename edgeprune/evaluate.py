@@ -10,8 +10,6 @@ transferability surrogate (the set's source model) x victim.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,6 +21,8 @@ import numpy as np
 from edgeprune.attacks.transferset import TransferSet, load_transfer_set
 from edgeprune.errors import EdgepruneError
 from edgeprune.io import atomic_path, atomic_write_text, sha256_file, versions, write_json
+from edgeprune.tables import csv_table, markdown_table
+from edgeprune.vocab import check_fit
 
 SCHEMA = "edgeprune.evaluate/1"
 CLEAN = "clean"
@@ -81,7 +81,7 @@ def load_models(paths: list[str | os.PathLike], *, allow_unsafe: bool = False,
     return entries
 
 
-def check_fit(transfer: TransferSet, model: ModelEntry) -> None:
+def check_set_fits(transfer: TransferSet, model: ModelEntry) -> None:
     """Refuse a set whose images, classes or dataset do not fit the model (one line)."""
     record = transfer.record
     shape = list(model.info.get("input_shape", []))
@@ -128,16 +128,14 @@ def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.Path
     models = load_models(model_paths, allow_unsafe=allow_unsafe)
     for transfer in sets:
         for model in models:
-            check_fit(transfer, model)
+            check_set_fits(transfer, model)
     clean_x = clean_y = None
     if dataset is not None:
         for model in models:
-            if list(model.info.get("input_shape", [])) != list(dataset.input_shape):
-                raise EdgepruneError(f"model {model.label} takes {tuple(model.info.get('input_shape', []))}, "
-                                     f"dataset {dataset.name!r} has {tuple(dataset.input_shape)}")
-            if model.dataset and model.dataset != dataset.name:
-                raise EdgepruneError(f"model {model.label} was trained on {model.dataset!r}, not {dataset.name!r}")
-        data = load_dataset(dataset_spec, limit_test=limit, seed=0) if limit else dataset
+            check_fit(dataset, input_shape=model.info.get("input_shape", []),
+                      num_classes=int(model.info.get("num_classes", dataset.num_classes)),
+                      model=f"model {model.label}", trained_on=model.dataset)
+        data = load_dataset(dataset_spec, limit_test=limit, seed=0) if limit and dataset_spec else dataset
         clean_x, clean_y = data.split("test")
 
     rows = ([CLEAN] if clean_x is not None else []) + names
@@ -145,7 +143,7 @@ def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.Path
     images: dict[str, int] = {}
     with progress_task("evaluate", len(rows) * len(models), enabled=progress) as advance:
         for model in models:
-            if clean_x is not None:
+            if clean_x is not None and clean_y is not None:
                 accuracy[CLEAN][model.label] = _accuracy(model, clean_x, clean_y, batch_size)
                 images[CLEAN] = int(len(clean_y))
                 advance(1, f"{model.label} clean")
@@ -155,7 +153,7 @@ def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.Path
                 advance(1, f"{model.label} {transfer.name}")
 
     labels = [m.label for m in models]
-    report = {
+    report: dict[str, Any] = {
         "schema": SCHEMA,
         "dataset": None if dataset is None else {"spec": dataset_spec, "name": dataset.name,
                                                   "test_fingerprint": dataset.fingerprint("test"), "limit": limit},
@@ -267,18 +265,16 @@ def write_report(report: dict, output: str | os.PathLike) -> list[Path]:
 
 
 def to_csv(report: dict) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["set", "attack", "surrogate", "model", "format", "precision", "images", "accuracy"])
     sets = {s["name"]: s for s in report["sets"]}
     models = {m["label"]: m for m in report["models"]}
+    rows = []
     for row, by_model in report["accuracy"].items():
         for label, value in by_model.items():
             info = sets.get(row, {})
-            writer.writerow([row, info.get("attack", CLEAN), info.get("surrogate", ""), label,
-                             models[label]["format"], models[label]["precision"], report["images"][row],
-                             f"{value:.6f}"])
-    return buffer.getvalue()
+            rows.append([row, info.get("attack", CLEAN), info.get("surrogate", ""), label, models[label]["format"],
+                         models[label]["precision"], report["images"][row], f"{value:.6f}"])
+    return csv_table(["set", "attack", "surrogate", "model", "format", "precision", "images", "accuracy"], rows,
+                     line_end="\r\n")
 
 
 def _pct(value: float) -> str:
@@ -293,25 +289,26 @@ def to_markdown(report: dict) -> str:
                      f"{', limit ' + str(d['limit']) if d['limit'] else ''}). Accuracy in %.")
     lines.append("")
     order = report["model_order"]
-    lines += ["## Accuracy matrix", "", "| set | attack | " + " | ".join(order) + " |",
-              "|---|---|" + "---:|" * len(order)]
     sets = {s["name"]: s for s in report["sets"]}
-    for row, by_model in report["accuracy"].items():
-        lines.append(f"| {row} | {sets.get(row, {}).get('attack', CLEAN)} | "
-                     + " | ".join(_pct(by_model[m]) for m in order) + " |")
+    lines += ["## Accuracy matrix", "", markdown_table(
+        ["set", "attack", *order],
+        ([row, sets.get(row, {}).get("attack", CLEAN), *[_pct(by_model[m]) for m in order]]
+         for row, by_model in report["accuracy"].items()),
+        align=["l", "l", *["r"] * len(order)])]
     for view in report["views"]["base_vs_derived"]:
         cols = view["columns"]
-        lines += ["", f"## (a) Base {view['base']} and its derived models", "",
-                  "| attack | " + " | ".join(cols) + " | max δ vs base |", "|---|" + "---:|" * (len(cols) + 1)]
-        for row in view["rows"]:
-            lines.append(f"| {row['row']} | " + " | ".join(_pct(row["accuracy"][c]) for c in cols)
-                         + f" | {100 * row['max_delta']:+.1f} |")
+        lines += ["", f"## (a) Base {view['base']} and its derived models", "", markdown_table(
+            ["attack", *cols, "max δ vs base"],
+            ([row["row"], *[_pct(row["accuracy"][c]) for c in cols], f"{100 * row['max_delta']:+.1f}"]
+             for row in view["rows"]),
+            align=["l", *["r"] * (len(cols) + 1)])]
     for view in report["views"]["transfer"]:
         victims = view["victims"]
         lines += ["", f"## (b) Transferability: {view['attack']} (rows surrogate, columns victim)", "",
-                  "| surrogate \\ victim | " + " | ".join(victims) + " |", "|---|" + "---:|" * len(victims)]
-        for row in view["rows"]:
-            lines.append(f"| {row['surrogate']} | " + " | ".join(_pct(row["accuracy"][v]) for v in victims) + " |")
+                  markdown_table(["surrogate \\ victim", *victims],
+                                 ([row["surrogate"], *[_pct(row["accuracy"][v]) for v in victims]]
+                                  for row in view["rows"]),
+                                 align=["l", *["r"] * len(victims)])]
     return "\n".join(lines) + "\n"
 
 

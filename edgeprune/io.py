@@ -109,3 +109,20 @@ def versions() -> dict[str, str]:
         if version is not None:
             found[name] = version
     return found
+
+
+def check_output(path: str | os.PathLike, *, force: bool, suffixes: tuple[str, ...] | None = None) -> Path:
+    """Refuse to clobber an existing output unless `force`; check its suffix."""
+    from edgeprune.errors import EdgepruneError
+
+    path = Path(path)
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise EdgepruneError(f"{path}: output must end in {' or '.join(suffixes)}")
+    if path.exists() and not force:
+        raise EdgepruneError(f"{path} exists; pass --force to overwrite")
+    return path
+
+
+def sidecar(path: str | os.PathLike, suffix: str = ".json") -> Path:
+    """The report written beside an artifact: model.h5 -> model.json."""
+    return Path(path).with_suffix(suffix)

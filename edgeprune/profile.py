@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.vocab import PROFILE_ISOLATIONS as ISOLATIONS
+from edgeprune.vocab import RUNTIME_BY_SUFFIX
 
 SCHEMA = "edgeprune.profile/1"
-FORMATS = {".h5": "keras", ".hdf5": "keras", ".tflite": "tflite", ".xml": "openvino"}
-ISOLATIONS = ("process", "none")
 MAX_RUNS = 100_000  # a runaway guard: min-time on a sub-microsecond call would never end
 PERCENTILES = (5, 10, 25, 50, 75, 90, 99)
 
@@ -202,9 +202,9 @@ def _cpu_busy_jiffies(cpus: Sequence[int] | None) -> int | None:
 
 def model_format(path: str | os.PathLike) -> str:
     suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
+    if suffix not in RUNTIME_BY_SUFFIX:
         raise EdgepruneError(f"{path}: unsupported model format {suffix!r}; expected .h5, .tflite or .xml")
-    return FORMATS[suffix]
+    return RUNTIME_BY_SUFFIX[suffix]
 
 
 def _keras_counts(path: Path, allow_unsafe: bool) -> dict:

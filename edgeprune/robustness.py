@@ -17,8 +17,6 @@ and one PNG with all models' curves.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +29,7 @@ import numpy as np
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.io import atomic_path, atomic_write_text, sha256_file, versions, write_json
+from edgeprune.tables import csv_table, markdown_table
 
 SCHEMA = "edgeprune.robustness/1"
 AUTOATTACK_SCHEMA = "edgeprune.autoattack-report/1"
@@ -209,29 +208,23 @@ def curves_report(curves: Sequence[RobustnessCurve], *, dataset: dict, eps_repor
 
 
 def curves_csv(report: dict) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["model", "norm", "eps", "robust_accuracy"])
-    for label, accuracies in report["curves"].items():
-        for eps, acc in zip(report["grid"], accuracies, strict=True):
-            writer.writerow([label, report["norm"], f"{eps:.6g}", f"{acc:.6f}"])
-    return out.getvalue()
+    return csv_table(["model", "norm", "eps", "robust_accuracy"],
+                     ([label, report["norm"], f"{eps:.6g}", f"{acc:.6f}"]
+                      for label, accuracies in report["curves"].items()
+                      for eps, acc in zip(report["grid"], accuracies, strict=True)), line_end="\r\n")
 
 
 def curves_markdown(report: dict) -> str:
     eps_cols = [f"{float(e):.4g}" for e in report["eps_report"]]
-    lines = [f"## Robustness curves ({report['norm']}, FMN minimal norms)", "",
-             "| model | images | clean | median norm | failures | " + " | ".join(f"acc @ {e}" for e in eps_cols)
-             + " | FMN alpha / schedule |",
-             "|---|---:|---:|---:|---:|" + "---:|" * len(eps_cols) + "---|"]
+    rows = []
     for m in report["models"]:
         med = m["median_norm"]
-        med_text = med if isinstance(med, str) else f"{med:.4g}"
-        accs = " | ".join(f"{v:.2%}" for v in m["robust_accuracy_at"].values())
-        lines.append(f"| {m['label']} | {m['images']} | {m['clean_accuracy']:.2%} | {med_text} | "
-                     f"{m['failures']} | {accs}{' | ' if accs else ''}{m['fmn']['alpha_init']:g} / "
-                     f"{m['fmn']['schedule']} |")
-    return "\n".join(lines) + "\n"
+        rows.append([m["label"], m["images"], f"{m['clean_accuracy']:.2%}", med if isinstance(med, str) else f"{med:.4g}",
+                     m["failures"], *[f"{v:.2%}" for v in m["robust_accuracy_at"].values()],
+                     f"{m['fmn']['alpha_init']:g} / {m['fmn']['schedule']}"])
+    table = markdown_table(["model", "images", "clean", "median norm", "failures", *[f"acc @ {e}" for e in eps_cols],
+                            "FMN alpha / schedule"], rows, align=["l", *["r"] * (4 + len(eps_cols)), "l"])
+    return f"## Robustness curves ({report['norm']}, FMN minimal norms)\n\n{table}\n"
 
 
 def write_curves(report: dict, curves: Sequence[RobustnessCurve], stem: str | os.PathLike) -> list[Path]:
@@ -340,29 +333,25 @@ def evaluate_autoattack(model_paths: Sequence[str | os.PathLike], *, eps: float,
 def autoattack_markdown(report: dict) -> str:
     cfg = report["config"]
     stages = cfg["stages"]
+    rows = [[m["label"], f"{m['clean_accuracy']:.2%}",
+             *[f"{s['robust_accuracy']:.2%}" + ("" if s["status"] == "ran" else " (skipped)") for s in m["stages"]],
+             f"{m['robust_accuracy']:.2%}"] for m in report["models"]]
     lines = [f"## AutoAttack ({cfg['version']}, {cfg['norm']}, eps {cfg['eps']:.5g}) on "
              f"{report['dataset']['images']} {report['dataset']['name']} test images", "",
-             "| model | clean | " + " | ".join(f"after {s}" for s in stages) + " | robust (min over all) |",
-             "|---|---:|" + "---:|" * len(stages) + "---:|"]
-    for m in report["models"]:
-        after = " | ".join(f"{s['robust_accuracy']:.2%}" + ("" if s["status"] == "ran" else " (skipped)")
-                           for s in m["stages"])
-        lines.append(f"| {m['label']} | {m['clean_accuracy']:.2%} | {after} | {m['robust_accuracy']:.2%} |")
+             markdown_table(["model", "clean", *[f"after {s}" for s in stages], "robust (min over all)"], rows,
+                            align=["l", *["r"] * (len(stages) + 2)])]
     warned = [(m["label"], w) for m in report["models"] for w in m["warnings"]]
     lines += [""] + [f"- {label}: {w}" for label, w in warned] if warned else []
     return "\n".join(lines) + "\n"
 
 
 def autoattack_csv(report: dict) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["model", "stage", "status", "attacked", "fooled", "robust_accuracy"])
+    rows = []
     for m in report["models"]:
-        writer.writerow([m["label"], "clean", "", m["images"], "", f"{m['clean_accuracy']:.6f}"])
-        for s in m["stages"]:
-            writer.writerow([m["label"], s["name"], s["status"], s["attacked"], s["fooled"],
-                             f"{s['robust_accuracy']:.6f}"])
-    return out.getvalue()
+        rows.append([m["label"], "clean", "", m["images"], "", f"{m['clean_accuracy']:.6f}"])
+        rows += [[m["label"], s["name"], s["status"], s["attacked"], s["fooled"], f"{s['robust_accuracy']:.6f}"]
+                 for s in m["stages"]]
+    return csv_table(["model", "stage", "status", "attacked", "fooled", "robust_accuracy"], rows, line_end="\r\n")
 
 
 def write_autoattack(report: dict, stem: str | os.PathLike) -> list[Path]:

@@ -8,18 +8,19 @@ the model, so the saved model is exactly what gets pruned, converted and attacke
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
+from edgeprune.options import flag, internal
+from edgeprune.vocab import AUGMENTATIONS
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-AUGMENTATIONS = ("auto", "none", "crop", "flip-crop")
 
 
 @dataclass(frozen=True)
@@ -27,16 +28,16 @@ class TrainConfig:
     arch: str
     epochs: int = 40
     batch_size: int = 128
-    learning_rate: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
+    learning_rate: float = flag(0.1, name="lr")
+    momentum: float = internal(0.9)
+    nesterov: bool = internal(True)
     milestones: tuple[int, ...] = (10, 20, 30)
     gamma: float = 0.1
     weight_decay: float = 5e-4
     augment: str = "auto"
     width: float = 1.0
     seed: int = 0
-    extra: dict = field(default_factory=dict)
+    extra: dict = internal(factory=dict)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

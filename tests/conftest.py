@@ -97,3 +97,38 @@ def digits_converted(tmp_path_factory, digits_model, digits):
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    """run_cli(*args) -> click's Result of `edgeprune ARGS` (arguments str()-ed; pass
+    catch_exceptions=False to see a traceback instead of a result)."""
+    from click.testing import CliRunner
+
+    from edgeprune.cli import cli
+
+    def run(*args, catch_exceptions: bool = True):
+        return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=catch_exceptions)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def digits_test_subset(digits):
+    """digits_test_subset(n, seed) -> (x, y): a class-stratified subset of the digits test split."""
+    from edgeprune.data import stratified_indices
+
+    def subset(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        x, y = digits.split("test")
+        keep = stratified_indices(y, n, seed=seed)
+        return x[keep], y[keep]
+
+    return subset
+
+
+@pytest.fixture(scope="session")
+def digits_logits_fn(digits_model):
+    """The logits function of `digits_model` as the attacks call it."""
+    from edgeprune.attacks.runner import logits_function
+
+    return logits_function(digits_model[1])[0]

@@ -55,12 +55,8 @@ OWN_ATTACKS = {"fgsm", "bim", "pgd", "mim", "apgd", "deepfool", "cw", "uap", "sp
 
 
 @pytest.fixture(scope="module")
-def data(digits):
-    from edgeprune.data import stratified_indices
-
-    x, y = digits.split("test")
-    keep = stratified_indices(y, N_IMAGES, seed=1)
-    return x[keep], y[keep]
+def data(digits_test_subset):
+    return digits_test_subset(N_IMAGES, seed=1)
 
 
 @pytest.fixture(scope="module")

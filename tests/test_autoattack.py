@@ -20,19 +20,13 @@ REDUCED = {"apgd-ce": {"steps": 25}, "apgd-t": {"steps": 15, "n_target_classes":
 
 
 @pytest.fixture(scope="module")
-def data(digits):
-    from edgeprune.data import stratified_indices
-
-    x, y = digits.split("test")
-    idx = stratified_indices(y, N_IMAGES, seed=0)
-    return x[idx], y[idx]
+def data(digits_test_subset):
+    return digits_test_subset(N_IMAGES, seed=0)
 
 
 @pytest.fixture(scope="module")
-def model_fn(digits_model):
-    from edgeprune.attacks.runner import logits_function
-
-    return logits_function(digits_model[1])[0]
+def model_fn(digits_logits_fn):
+    return digits_logits_fn
 
 
 def _predict(model_fn, x):

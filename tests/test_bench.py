@@ -209,23 +209,27 @@ def test_incomplete_cells_are_not_reused(tmp_path):
 
 def test_report_reads_evaluate_and_the_three_robustness_records():
     from edgeprune.bench.report import evaluate_rows, robustness_fields
+    from edgeprune.results import EvaluateResult, RobustnessResult, TransferSetResult
 
-    rows = evaluate_rows({"accuracy": {"clean": {"model.h5": 0.97}, "pgd@smallcnn": {"model.h5": 0.41}},
-                          "images": {"clean": 200, "pgd@smallcnn": 100}})
+    rows = evaluate_rows(EvaluateResult(record={
+        "accuracy": {"clean": {"model.h5": 0.97}, "pgd@smallcnn": {"model.h5": 0.41}},
+        "images": {"clean": 200, "pgd@smallcnn": 100}}))
     assert rows == [{"set": "clean", "accuracy": 0.97, "samples": 200},
                     {"set": "pgd@smallcnn", "accuracy": 0.41, "samples": 100}]
-    autoattack = robustness_fields({"schema": "edgeprune.autoattack/1", "config": {"eps": 0.03},
-                                    "models": [{"clean_accuracy": 0.9, "robust_accuracy": 0.3, "images": 50,
-                                                "stages": [{"name": "apgd-ce", "robust_accuracy": 0.4},
-                                                           {"name": "apgd-t", "robust_accuracy": 0.3}]}]}, {})
+    autoattack = robustness_fields(RobustnessResult(record={
+        "schema": "edgeprune.autoattack/1", "config": {"eps": 0.03},
+        "models": [{"clean_accuracy": 0.9, "robust_accuracy": 0.3, "images": 50,
+                    "stages": [{"name": "apgd-ce", "robust_accuracy": 0.4},
+                               {"name": "apgd-t", "robust_accuracy": 0.3}]}]}), {})
     assert autoattack["robust_accuracy"] == 0.3 and autoattack["stages"] == {"apgd-ce": 0.4, "apgd-t": 0.3}
-    fmn = robustness_fields({"grid": [0.0, 0.1], "curves": {"m.h5": [0.9, 0.2]},
-                             "models": [{"clean_accuracy": 0.9, "median_norm": 0.08, "images": 50,
-                                         "robust_accuracy_at": {"0.0313725": 0.7, "0.1": 0.2}}]},
-                            {"eps": "8/255"})
+    fmn = robustness_fields(RobustnessResult(record={
+        "grid": [0.0, 0.1], "curves": {"m.h5": [0.9, 0.2]},
+        "models": [{"clean_accuracy": 0.9, "median_norm": 0.08, "images": 50,
+                    "robust_accuracy_at": {"0.0313725": 0.7, "0.1": 0.2}}]}), {"eps": "8/255"})
     assert fmn["robust_accuracy"] == 0.7 and fmn["curve"] == {"eps": [0.0, 0.1], "accuracy": [0.9, 0.2]}
-    crafted = robustness_fields({"attack": {"eps": 0.1}, "dataset": {"images": 50}, "source_metrics": {
-        "clean_accuracy": 0.9, "adversarial_accuracy": 0.5}}, {})
+    crafted = robustness_fields(TransferSetResult(record={
+        "attack": {"eps": 0.1}, "dataset": {"images": 50},
+        "source_metrics": {"clean_accuracy": 0.9, "adversarial_accuracy": 0.5}}), {})
     assert (crafted["eps"], crafted["robust_accuracy"], crafted["samples"]) == (0.1, 0.5, 50)
 
 

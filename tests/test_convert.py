@@ -6,9 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from edgeprune.cli import cli
 from edgeprune.convert import ConvertConfig, convert_model, report_path_for
 from edgeprune.errors import EdgepruneError
 from edgeprune.runtime import load
@@ -146,13 +144,13 @@ def test_sparse_encoding_is_measured_and_the_smaller_file_kept(tmp_path, digits_
     assert load(output).predict(digits.split("test")[0][:4]).shape == (4, 10)
 
 
-def test_failed_verification_exits_2_with_figures_and_writes_nothing(tmp_path, digits_model, monkeypatch):
+def test_failed_verification_exits_2_with_figures_and_writes_nothing(tmp_path, digits_model, monkeypatch, run_cli):
     import edgeprune.convert as convert
 
     # A source whose logits disagree on most images stands in for a broken conversion.
     monkeypatch.setattr(convert, "_keras_logits", lambda model, x, batch: np.roll(np.eye(10, dtype=np.float32)[
         np.arange(len(x)) % 10], 3, axis=1))
-    result = _run(str(digits_model[0]), "--to", "tflite", "-o", str(tmp_path / "m.tflite"))
+    result = run_cli("convert", "--quiet", str(digits_model[0]), "--to", "tflite", "-o", str(tmp_path / "m.tflite"))
     _one_line_error(result, "agrees with digits_smallcnn.h5 on", "of 300 test images (< 99%)",
                     "max |logit diff|", "accuracy", "nothing written")
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no model, no report, no temp folder
@@ -174,10 +172,6 @@ def test_int8_without_data_is_refused(tmp_path, digits_model):
         convert_model(digits_model[0], tmp_path / "m.tflite", ConvertConfig("tflite", "int8"), progress=False)
 
 
-def _run(*args: str):
-    return CliRunner().invoke(cli, ["convert", *args, "--quiet"])
-
-
 def _one_line_error(result, *fragments: str) -> None:
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.strip().splitlines() if line.strip()]
@@ -186,36 +180,36 @@ def _one_line_error(result, *fragments: str) -> None:
         assert fragment in lines[0], lines[0]
 
 
-def test_cli_happy_path_and_refusals(tmp_path, digits_model):
+def test_cli_happy_path_and_refusals(tmp_path, digits_model, run_cli):
     source = str(digits_model[0])
     output = tmp_path / "m.tflite"
-    result = _run(source, "--to", "tflite", "-o", str(output), "--verify", "100")
+    result = run_cli("convert", "--quiet", source, "--to", "tflite", "-o", str(output), "--verify", "100")
     assert result.exit_code == 0, result.output
     assert "agreement" in result.output and str(output) in result.output
     report = json.loads((tmp_path / "m.tflite.json").read_text())
     assert report["schema"] == "edgeprune.convert/1" and report["verification"]["samples"] == 100
     assert load(output).info["precision"] == "fp32"
     before = output.read_bytes()
-    _one_line_error(_run(source, "--to", "tflite", "-o", str(output)), "exists", "--force")
+    _one_line_error(run_cli("convert", "--quiet", source, "--to", "tflite", "-o", str(output)), "exists", "--force")
     assert output.read_bytes() == before
-    _one_line_error(_run(source, "--to", "tflite", "-p", "int4", "-o", str(tmp_path / "x.tflite")),
+    _one_line_error(run_cli("convert", "--quiet", source, "--to", "tflite", "-p", "int4", "-o", str(tmp_path / "x.tflite")),
                     "unknown precision 'int4' for tflite", "fp32, fp16, dynamic, int8")
-    _one_line_error(_run(source, "--to", "openvino", "-o", str(tmp_path / "x.tflite")), "must end in .xml")
+    _one_line_error(run_cli("convert", "--quiet", source, "--to", "openvino", "-o", str(tmp_path / "x.tflite")), "must end in .xml")
     assert not (tmp_path / "x.tflite").exists()
 
 
-def test_cli_int8_without_data_and_unconvertible_model(tmp_path, digits_model):
+def test_cli_int8_without_data_and_unconvertible_model(tmp_path, digits_model, run_cli):
     import tensorflow as tf
 
     from edgeprune.modelio import save_keras_model
 
     anonymous = tmp_path / "anonymous.h5"
     save_keras_model(digits_model[1], anonymous)  # no edgeprune record: dataset unknown
-    _one_line_error(_run(str(anonymous), "--to", "tflite", "-p", "int8", "-o", str(tmp_path / "a.tflite")),
+    _one_line_error(run_cli("convert", "--quiet", str(anonymous), "--to", "tflite", "-p", "int8", "-o", str(tmp_path / "a.tflite")),
                     "records no dataset", "--dataset")
     inputs = tf.keras.Input((8, 8, 1))
     features = tf.keras.layers.Flatten()(tf.math.digamma(inputs))  # no TFLite builtin for Digamma
     save_keras_model(tf.keras.Model(inputs, tf.keras.layers.Dense(10)(features)), tmp_path / "odd.h5")
-    result = _run(str(tmp_path / "odd.h5"), "--to", "tflite", "--no-verify", "-o", str(tmp_path / "odd.tflite"))
+    result = run_cli("convert", "--quiet", str(tmp_path / "odd.h5"), "--to", "tflite", "--no-verify", "-o", str(tmp_path / "odd.tflite"))
     _one_line_error(result, "TFLite converter failed", "Digamma")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["anonymous.h5", "odd.h5"]

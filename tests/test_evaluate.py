@@ -8,16 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from edgeprune.cli import cli
 from edgeprune.errors import EdgepruneError
 
 LIMIT = 48
-
-
-def run_cli(*args: str):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +25,7 @@ def base(digits_model):
 
 
 @pytest.fixture(scope="module")
-def pgd_set(base, workdir) -> Path:
+def pgd_set(base, workdir, run_cli) -> Path:
     result = run_cli("attack", base, "-a", "pgd", "--eps", "0.2", "--steps", "5", "-d", "digits", "--limit", LIMIT,
                      "-o", workdir / "sets" / "pgd", "-q")
     assert result.exit_code == 0, result.output
@@ -91,7 +85,7 @@ def test_attack_cli_writes_a_transfer_set(pgd_set, base, digits_model):
     assert not pgd_set.with_name("pgd.partial.npz").exists()
 
 
-def test_attack_cli_bad_inputs(base, workdir, pgd_set):
+def test_attack_cli_bad_inputs(base, workdir, pgd_set, run_cli):
     out = workdir / "sets" / "bad"
     cases = [
         (["-a", "nope"], "unknown attack 'nope'; expected one of apgd"),
@@ -111,7 +105,7 @@ def test_attack_cli_bad_inputs(base, workdir, pgd_set):
     assert not any(p.name.startswith("bad") for p in (workdir / "sets").iterdir())
 
 
-def test_attack_cli_refuses_other_image_shape_and_empty_split(base, tmp_path):
+def test_attack_cli_refuses_other_image_shape_and_empty_split(base, tmp_path, run_cli):
     rng = np.random.default_rng(0)
     other = tmp_path / "other.npz"
     np.savez(other, x_train=rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8), y_train=np.arange(20) % 10,
@@ -145,7 +139,7 @@ def test_same_set_through_keras_tflite_and_openvino(digits_model, pgd_set, workd
     assert [m["format"] for m in report["models"]] == ["keras", "tflite", "openvino"]
 
 
-def test_evaluate_views_and_outputs(base, pruned, pgd_set, workdir):
+def test_evaluate_views_and_outputs(base, pruned, pgd_set, workdir, run_cli):
     """Base + pruned: view (a) with max delta; sets crafted on both: a 2x2 transfer matrix + PNG."""
     result = run_cli("attack", pruned, "-a", "pgd", "--eps", "0.2", "--steps", "5", "--limit", LIMIT,
                      "-o", workdir / "sets" / "pgd_on_pruned", "-q")
@@ -177,7 +171,7 @@ def test_evaluate_views_and_outputs(base, pruned, pgd_set, workdir):
     assert (workdir / "report" / "r.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_evaluate_refuses_sets_that_do_not_fit(base, pgd_set, tmp_path):
+def test_evaluate_refuses_sets_that_do_not_fit(base, pgd_set, tmp_path, run_cli):
     from edgeprune.evaluate import evaluate
 
     # A set recorded as drawn from another dataset.

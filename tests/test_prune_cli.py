@@ -6,23 +6,16 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
-from edgeprune.cli import cli
 
 
-def invoke(args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def test_tfmot_global_fine_tune_writes_model_report_and_info_shows_sparsity(tmp_path, digits_model):
+def test_tfmot_global_fine_tune_writes_model_report_and_info_shows_sparsity(tmp_path, digits_model, run_cli):
     from edgeprune.modelio import load_keras_model, read_metadata
 
     base_path, _, trained = digits_model
     output = tmp_path / "pruned.h5"
-    result = invoke(["prune", base_path, "--method", "tfmot", "--sparsity", "0.7", "--scope", "global",
+    result = run_cli("prune", base_path, "--method", "tfmot", "--sparsity", "0.7", "--scope", "global",
                      "--schedule", "constant", "--epochs", "1", "--batch-size", "64", "--limit-train", "512",
-                     "-d", "digits", "-o", output, "--quiet"])
+                     "-d", "digits", "-o", output, "--quiet")
     assert result.exit_code == 0, result.output
     assert "accuracy" in result.stdout and str(output) in result.stdout
     report = json.loads(output.with_suffix(".json").read_text())
@@ -51,18 +44,18 @@ def test_tfmot_global_fine_tune_writes_model_report_and_info_shows_sparsity(tmp_
     assert meta["dataset"] == "digits" and meta["arch"] == "smallcnn"
     assert meta["pruning"]["method"] == "tfmot" and meta["pruning"]["reached_sparsity"] == report["after"]["sparsity"]
 
-    info = invoke(["info", output, "--json"])
+    info = run_cli("info", output, "--json")
     assert info.exit_code == 0, info.output
     record = json.loads(info.output)
     assert record["sparsity"] == pytest.approx(report["after"]["sparsity"])
-    table = invoke(["info", output])
+    table = run_cli("info", output)
     assert f"{report['after']['sparsity']:.2%}" in table.output
 
 
-def test_tfmot_two_four_one_shot(tmp_path, digits_model):
+def test_tfmot_two_four_one_shot(tmp_path, digits_model, run_cli):
     base_path, _, _ = digits_model
     output = tmp_path / "nm.h5"
-    result = invoke(["prune", base_path, "-m", "tfmot", "--pattern", "2:4", "--epochs", "0", "-o", output, "-q"])
+    result = run_cli("prune", base_path, "-m", "tfmot", "--pattern", "2:4", "--epochs", "0", "-o", output, "-q")
     assert result.exit_code == 0, result.output
     report = json.loads(output.with_suffix(".json").read_text())
     assert report["target"]["pattern"] == "2:4" and report["target"]["sparsity"] == 0.5
@@ -101,38 +94,38 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
-def test_bad_values_one_line_exit_2_no_output(tmp_path, digits_model, args, message):
+def test_bad_values_one_line_exit_2_no_output(tmp_path, digits_model, args, message, run_cli):
     base_path, _, _ = digits_model
-    result = invoke(["prune", base_path, *args, "-o", tmp_path / "out.h5"])
+    result = run_cli("prune", base_path, *args, "-o", tmp_path / "out.h5")
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
-def test_pattern_without_eligible_layers_and_missing_model(tmp_path):
+def test_pattern_without_eligible_layers_and_missing_model(tmp_path, run_cli):
     narrow = _tiny_narrow_model(tmp_path / "narrow.h5")
-    result = invoke(["prune", narrow, "-m", "tfmot", "--pattern", "2:4", "-o", tmp_path / "out.h5"])
+    result = run_cli("prune", narrow, "-m", "tfmot", "--pattern", "2:4", "-o", tmp_path / "out.h5")
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         "error: model 'narrow' has no layer eligible for 2:4 (needs Conv2D/Dense with at least 4 input channels)"]
-    result = invoke(["prune", tmp_path / "absent.h5", "-m", "tfmot", "-o", tmp_path / "out.h5"])
+    result = run_cli("prune", tmp_path / "absent.h5", "-m", "tfmot", "-o", tmp_path / "out.h5")
     assert result.exit_code == 2 and "no such model file" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["narrow.h5"]
 
 
-def test_refuses_to_overwrite_and_to_prune_onto_its_input(tmp_path, digits_model):
+def test_refuses_to_overwrite_and_to_prune_onto_its_input(tmp_path, digits_model, run_cli):
     base_path, _, _ = digits_model
     output = tmp_path / "pruned.h5"
     output.write_bytes(b"keep me")
-    result = invoke(["prune", base_path, "-m", "tfmot", "-o", output])
+    result = run_cli("prune", base_path, "-m", "tfmot", "-o", output)
     assert result.exit_code == 2 and "--force" in result.stderr
     assert output.read_bytes() == b"keep me"
-    result = invoke(["prune", base_path, "-m", "tfmot", "-o", base_path, "--force"])
+    result = run_cli("prune", base_path, "-m", "tfmot", "-o", base_path, "--force")
     assert result.exit_code == 2 and "overwrite the input" in result.stderr
 
 
-def test_interrupted_prune_leaves_nothing(tmp_path, digits_model, monkeypatch):
+def test_interrupted_prune_leaves_nothing(tmp_path, digits_model, monkeypatch, run_cli):
     import edgeprune.prune.report
 
     def interrupted(report):
@@ -141,26 +134,26 @@ def test_interrupted_prune_leaves_nothing(tmp_path, digits_model, monkeypatch):
     # Ctrl-C after the model is saved, while the report is written: the model goes too.
     monkeypatch.setattr(edgeprune.prune.report, "markdown", interrupted)
     base_path, _, _ = digits_model
-    result = invoke(["prune", base_path, "-m", "tfmot", "--epochs", "0", "-o", tmp_path / "p.h5", "-q"])
+    result = run_cli("prune", base_path, "-m", "tfmot", "--epochs", "0", "-o", tmp_path / "p.h5", "-q")
     assert result.exit_code != 0
     assert list(tmp_path.iterdir()) == []
 
 
-def test_help_lists_both_methods_and_report():
-    result = invoke(["prune", "--help"])
+def test_help_lists_both_methods_and_report(run_cli):
+    result = run_cli("prune", "--help")
     assert result.exit_code == 0
     for text in ("tfmot", "nncf-filter", "--scope", "lamp", "--pattern", "--shrink", "edgeprune.prune/1"):
         assert text in result.output
 
 
-def test_nncf_filter_shrinks_and_keeps_the_masked_model_beside(tmp_path, digits_model, digits):
+def test_nncf_filter_shrinks_and_keeps_the_masked_model_beside(tmp_path, digits_model, digits, run_cli):
     from edgeprune.modelio import load_keras_model, read_metadata
     from edgeprune.runtime import KerasPredictor
 
     base_path, _, trained = digits_model
     output = tmp_path / "filters.h5"
-    result = invoke(["prune", base_path, "-m", "nncf-filter", "--criterion", "l1", "--target", "0.5",
-                     "--epochs", "1", "--limit-train", "256", "-o", output, "-q"])
+    result = run_cli("prune", base_path, "-m", "nncf-filter", "--criterion", "l1", "--target", "0.5",
+                     "--epochs", "1", "--limit-train", "256", "-o", output, "-q")
     assert result.exit_code == 0, result.output
     masked_path = tmp_path / "filters.masked.h5"
     assert masked_path.exists() and "filters removed" in result.stdout

@@ -119,15 +119,10 @@ def craft_transfer_set(model_path: str | os.PathLike, dataset_spec: str, config:
 def check_model_fits(model_path: Path, metadata: dict, input_shape: list[int], num_classes: int, dataset,
                      split: str) -> None:
     """Refuse a dataset whose images or classes do not fit the model (one line)."""
-    if list(dataset.input_shape) != list(input_shape):
-        raise EdgepruneError(f"{model_path.name}: takes images of shape {tuple(input_shape)}, dataset "
-                             f"{dataset.name!r} has {tuple(dataset.input_shape)}")
-    if num_classes != dataset.num_classes:
-        raise EdgepruneError(f"{model_path.name}: has {num_classes} classes, dataset {dataset.name!r} "
-                             f"has {dataset.num_classes}")
-    trained_on = metadata.get("dataset")
-    if trained_on and trained_on != dataset.name:
-        raise EdgepruneError(f"{model_path.name}: trained on {trained_on!r}, not on {dataset.name!r}")
+    from edgeprune.vocab import check_fit
+
+    check_fit(dataset, input_shape=input_shape, num_classes=num_classes, model=model_path.name,
+              trained_on=metadata.get("dataset"))
 
 
 def load_transfer_set(path: str | os.PathLike) -> TransferSet:

@@ -8,16 +8,20 @@ measured ones to `latency.csv`.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from edgeprune.bench.cache import Cache
 from edgeprune.bench.grid import Grid
-from edgeprune.io import atomic_write_text, read_json, write_json
+from edgeprune.io import atomic_write_text, write_json
+from edgeprune.results import (ConvertResult, EvaluateResult, ModelFacts, ProfileResult, PruneResult, Result,
+                               RobustnessResult, TrainResult, TransferSetResult)
+from edgeprune.tables import csv_table, markdown_table
+
+R = TypeVar("R", bound=Result)
 
 SCHEMA = "edgeprune.bench/1"
 MODEL_COLUMNS = ("id", "dataset", "model", "arch", "prune", "method", "scope", "criterion", "level",
@@ -35,24 +39,16 @@ TAXONOMY_COLUMNS = ("method", "pipeline", "iteration", "structure", "scope", "cr
 
 # --- reading cells back --------------------------------------------------------------------
 
-def _stage_report(outcome, cache: Cache) -> dict:
-    """The JSON report a stage wrote beside its primary output (named in the manifest)."""
+def _stage_result(outcome: Any, cache: Cache, result_type: type[R]) -> R | None:
+    """The stage's report (named in the manifest), read back as its declared result type."""
     if outcome is None or outcome.manifest is None:
-        return {}
+        return None
     primary = outcome.manifest.get("primary") or ""
     name = outcome.manifest.get("report") or (primary if primary.endswith(".json") else None)
     if not name:
-        return {}
+        return None
     path = cache.path(outcome.manifest["key"]) / name
-    return read_json(path) if path.exists() else {}
-
-
-def _get(mapping: Any, *path: str) -> Any:
-    for part in path:
-        if not isinstance(mapping, dict) or part not in mapping:
-            return None
-        mapping = mapping[part]
-    return mapping
+    return result_type.load(path) if path.exists() else None
 
 
 def _label_fields(labels: dict) -> dict:
@@ -60,52 +56,41 @@ def _label_fields(labels: dict) -> dict:
                                            "criterion", "level", "runtime", "format", "precision")}
 
 
-def evaluate_rows(report: dict) -> list[dict]:
-    """(set, accuracy, samples) rows from an `edgeprune evaluate` report of one model: its
-    `accuracy` maps a row (`clean` or a set's name, here ATTACK@SURROGATE) to {model: acc}."""
-    images = report.get("images") or {}
-    return [{"set": row, "accuracy": next(iter(by_model.values()), None), "samples": images.get(row)}
-            for row, by_model in (report.get("accuracy") or {}).items()]
+def evaluate_rows(result: EvaluateResult | None) -> list[dict]:
+    """(set, accuracy, samples) rows of an evaluation of one model; a set is `clean` or, here,
+    ATTACK@SURROGATE."""
+    return [asdict(row) for row in (result.rows() if result is not None else [])]
 
 
-def robustness_fields(record: dict, args: dict) -> dict:
-    """clean / robust accuracy, eps, images, median norm and curve from a robustness cell's report:
-    `evaluate --autoattack`, `evaluate --curve` (FMN) or an attack set crafted on the model."""
-    schema = str(record.get("schema", ""))
-    if "autoattack" in schema:
-        model = (record.get("models") or [{}])[0]
-        return {"eps": _get(record, "config", "eps"), "clean_accuracy": model.get("clean_accuracy"),
-                "robust_accuracy": model.get("robust_accuracy"), "samples": model.get("images"),
-                "stages": {s["name"]: s["robust_accuracy"] for s in model.get("stages", [])}}
-    if record.get("curves") is not None:
-        model = (record.get("models") or [{}])[0]
-        at = model.get("robust_accuracy_at") or {}
-        wanted = args.get("eps")
-        eps_key = next((k for k in at if wanted is not None and abs(float(k) - _eps_value(wanted)) < 1e-6),
-                       max(at, key=float) if at else None)
-        curve = next(iter(record["curves"].values()), None)
-        median = model.get("median_norm")
-        return {"eps": float(eps_key) if eps_key else None, "clean_accuracy": model.get("clean_accuracy"),
-                "robust_accuracy": at.get(eps_key) if eps_key else None, "samples": model.get("images"),
-                "median_norm": None if median == "inf" else median,
-                "curve": {"eps": record.get("grid"), "accuracy": curve} if curve else None}
-    metrics = record.get("source_metrics") or {}
-    return {"eps": _get(record, "attack", "eps"), "clean_accuracy": metrics.get("clean_accuracy"),
-            "robust_accuracy": metrics.get("adversarial_accuracy"), "samples": _get(record, "dataset", "images")}
+def robustness_fields(result: RobustnessResult | TransferSetResult | None, args: dict) -> dict:
+    """clean / robust accuracy, eps, images, median norm and curve of a robustness cell: AutoAttack,
+    FMN curves (at the suite's `eps` when given) or an attack set crafted on the model."""
+    if isinstance(result, RobustnessResult):
+        summary = result.summary(args.get("eps"))
+        fields = {"eps": summary.eps, "clean_accuracy": summary.clean_accuracy,
+                  "robust_accuracy": summary.robust_accuracy, "samples": summary.samples}
+        if result.kind == "autoattack":
+            return {**fields, "stages": dict(summary.stages or {})}
+        return {**fields, "median_norm": summary.median_norm,
+                "curve": dict(summary.curve) if summary.curve else None}
+    if result is None:
+        return {"eps": None, "clean_accuracy": None, "robust_accuracy": None, "samples": None}
+    return {"eps": result.eps, "clean_accuracy": result.clean_accuracy,
+            "robust_accuracy": result.adversarial_accuracy, "samples": result.images}
 
 
-def _eps_value(value: Any) -> float:
-    text = str(value).split(",")[0]
-    if "/" in text:
-        top, bottom = text.split("/", 1)
-        return float(top) / float(bottom)
-    return float(text)
+def _robustness_result(outcome: Any, cache: Cache) -> RobustnessResult | TransferSetResult | None:
+    """AutoAttack / FMN cells write robustness.json; other attacks a transfer set's record."""
+    primary = (outcome.manifest or {}).get("primary") or "" if outcome is not None else ""
+    if primary == "robustness.json":
+        return _stage_result(outcome, cache, RobustnessResult)
+    return _stage_result(outcome, cache, TransferSetResult)
 
 
 def collect(grid: Grid, outcomes: dict, cache: Cache) -> dict:
     """Long-format rows for every table and plot."""
     models, accuracy, robustness, latency = [], [], [], []
-    base_stats: dict[str, dict] = {}  # a prune report's "before" fills the base model's counts
+    base_stats: dict[str, ModelFacts] = {}  # a prune report's "before" fills the base model's counts
     for node in grid.models.values():
         producer = outcomes.get(node.cell) if node.cell else None
         row = {"id": node.id, **_label_fields(node.labels)}
@@ -113,25 +98,24 @@ def collect(grid: Grid, outcomes: dict, cache: Cache) -> dict:
         result = (producer.manifest or {}).get("result", {}) if producer else {}
         row["file_bytes"] = result.get("file_bytes")
         row["gzip_bytes"] = result.get("gzip_bytes")
-        report = _stage_report(producer, cache)
         if stage == "train":
-            row.update(params=report.get("params"), clean_accuracy=report.get("test_accuracy"), sparsity=0.0)
+            trained = _stage_result(producer, cache, TrainResult) or TrainResult(record={})
+            row.update(params=trained.params, clean_accuracy=trained.test_accuracy, sparsity=0.0)
         elif stage == "prune":
-            after = report.get("after") or {}
-            row.update(params=after.get("params"), params_nonzero=after.get("params_nonzero"),
-                       sparsity=after.get("sparsity"), macs=after.get("macs"),
-                       clean_accuracy=after.get("test_accuracy"))
-            before = report.get("before") or {}
-            base_stats.setdefault(node.labels["dataset"] + "/" + node.labels["model"], before)
+            pruned = _stage_result(producer, cache, PruneResult) or PruneResult(record={})
+            after = pruned.after
+            row.update(params=after.params, params_nonzero=after.params_nonzero,
+                       sparsity=after.sparsity, macs=after.macs, clean_accuracy=after.test_accuracy)
+            base_stats.setdefault(node.labels["dataset"] + "/" + node.labels["model"], pruned.before)
         elif stage == "convert":
-            row.update(params=_get(report, "model", "params"), sparsity=_get(report, "model", "weight_sparsity"),
-                       clean_accuracy=_get(report, "verification", "converted_accuracy"),
-                       agreement=_get(report, "verification", "agreement"))
+            converted = _stage_result(producer, cache, ConvertResult) or ConvertResult(record={})
+            row.update(params=converted.params, sparsity=converted.weight_sparsity,
+                       clean_accuracy=converted.converted_accuracy, agreement=converted.agreement)
         for key, value in (node.labels.get("taxonomy") or {}).items():
             row[f"taxonomy_{key}"] = value
         evaluated = outcomes.get(f"evaluate:{node.id}")
         if evaluated is not None and evaluated.manifest is not None:
-            for entry in evaluate_rows(_stage_report(evaluated, cache)):
+            for entry in evaluate_rows(_stage_result(evaluated, cache, EvaluateResult)):
                 set_name = entry["set"]
                 attack, _, surrogate = set_name.partition("@")
                 if set_name == "clean":
@@ -141,14 +125,13 @@ def collect(grid: Grid, outcomes: dict, cache: Cache) -> dict:
                                  "accuracy": entry["accuracy"], "samples": entry["samples"]})
         profiled = outcomes.get(f"profile:{node.id}")
         if profiled is not None and profiled.manifest is not None:
-            profile = _stage_report(profiled, cache)
-            for entry in profile.get("results") or []:
-                stats = entry.get("latency_ms") or {}
-                latency.append({"id": node.id, **_label_fields(node.labels), "batch": entry.get("batch"),
-                                "threads": entry.get("threads"), "latency_ms_mean": stats.get("mean"),
-                                "latency_ms_std": stats.get("std"), "latency_ms_p50": stats.get("p50"),
-                                "latency_ms_p90": stats.get("p90"), "throughput_ips": entry.get("throughput_ips")})
-            size = (profile.get("models") or [{}])[0]
+            profile = _stage_result(profiled, cache, ProfileResult) or ProfileResult(record={})
+            for cell in profile.latency():
+                latency.append({"id": node.id, **_label_fields(node.labels), "batch": cell.batch,
+                                "threads": cell.threads, "latency_ms_mean": cell.mean,
+                                "latency_ms_std": cell.std, "latency_ms_p50": cell.p50,
+                                "latency_ms_p90": cell.p90, "throughput_ips": cell.throughput_ips})
+            size = asdict(next(iter(profile.sizes()), ModelFacts()))
             for key in ("params", "params_nonzero", "macs", "gzip_bytes", "file_bytes"):
                 if row.get(key) is None and size.get(key) is not None:
                     row[key] = size[key]
@@ -159,12 +142,12 @@ def collect(grid: Grid, outcomes: dict, cache: Cache) -> dict:
                 continue
             robustness.append({"id": node.id, **_label_fields(node.labels), "robustness": robust.name,
                                "attack": robust.attack,
-                               **robustness_fields(_stage_report(outcome, cache), robust.args)})
+                               **robustness_fields(_robustness_result(outcome, cache), robust.args)})
     for row in models:
         before = base_stats.get(row["id"]) if row["prune"] == "base" and row["format"] == "keras" else None
         for key in ("params_nonzero", "macs", "sparsity"):
             if before and row.get(key) in (None, 0.0):
-                row[key] = before.get(key)
+                row[key] = getattr(before, key)
     failures = [{"cell": o.cell.id, "status": o.status, "error": o.error}
                 for o in outcomes.values() if o.status in ("failed", "blocked")]
     return {"models": models, "accuracy": accuracy, "robustness": robustness, "latency": latency,
@@ -197,12 +180,6 @@ def _fmt(value: Any, kind: str = "") -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _levels(rows: list[dict]) -> list[float]:
@@ -386,8 +363,8 @@ def _latency(row: dict | None) -> str:
     return f"{row['latency_ms_mean']:.2f} ± {row['latency_ms_std'] or 0:.2f}"
 
 
-def _group(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+def _group(rows: list[dict], *keys: str) -> dict[Any, list[dict]]:
+    groups: dict[Any, list[dict]] = defaultdict(list)
     for row in rows:
         groups[tuple(row.get(k) for k in keys) if len(keys) > 1 else row.get(keys[0])].append(row)
     return dict(sorted(groups.items(), key=lambda kv: str(kv[0])))
@@ -573,12 +550,9 @@ def _save(fig, plt, path: Path) -> Path:
 
 def _csv(rows: list[dict], columns: tuple[str, ...], extra_prefix: str | None = None) -> str:
     extra = sorted({k for r in rows for k in r if extra_prefix and k.startswith(extra_prefix)})
-    handle = io.StringIO()
-    writer = csv.DictWriter(handle, fieldnames=[*columns, *extra], extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else _csv_value(row.get(k))) for k in (*columns, *extra)})
-    return handle.getvalue()
+    header = [*columns, *extra]
+    return csv_table(header, (["" if row.get(k) is None else _csv_value(row.get(k)) for k in header]
+                              for row in rows))
 
 
 def _csv_value(value: Any) -> Any:

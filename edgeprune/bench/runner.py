@@ -94,6 +94,8 @@ class Keys:
         found = {}
         for role, dep in cell.deps.items():
             manifest = outcomes[dep].manifest
+            if manifest is None:
+                raise EdgepruneError(f"{cell.id}: input {dep} has no finished manifest")
             primary = manifest["primary"]
             path = self.cache.path(manifest["key"]) / manifest["outputs"][primary]["file"]
             digest = manifest["outputs"][primary]["sha256"]
@@ -143,7 +145,7 @@ def run_suite(suite: Suite, options: RunOptions) -> RunResult:
                           f"thread(s) ({size.reason})")
             outcomes = _schedule(grid, cache, options, size, console)
             wall = time.perf_counter() - started
-            counts = defaultdict(int)
+            counts: defaultdict[str, int] = defaultdict(int)
             for outcome in outcomes.values():
                 counts[outcome.status] += 1
             state["cells"] = {cid: o.key for cid, o in outcomes.items() if o.key}
@@ -211,8 +213,9 @@ def _schedule(grid: Grid, cache: Cache, options: RunOptions, size, console) -> d
                 while changed:
                     changed = False
                     for cell in list(pending.values()):
-                        deps = [outcomes.get(d) for d in cell.deps.values()]
-                        if any(d is None for d in deps):
+                        found = [outcomes.get(d) for d in cell.deps.values()]
+                        deps = [d for d in found if d is not None]
+                        if len(deps) < len(found):
                             continue
                         bad = [d for d in deps if d.status in ("failed", "blocked")]
                         if bad:

@@ -1,16 +1,15 @@
-"""Run one cell inside a worker process: call the stage's CLI command in-process.
+"""Run one cell inside a worker process: call the stage's library function (`edgeprune.api`).
 
-The stages' command-line flags are their most stable interface, so a cell builds the same
-argument list a user would type and runs `edgeprune STAGE` through click with
-`standalone_mode=False` (errors arrive as exceptions, not exits). TensorFlow is imported
-once per worker, not once per cell. Everything the stage writes goes to a private staging
+A cell's parameters and the suite's `args:` (flag-spelled option names, checked by the suite
+loader against the same option schemas) become the stage's typed options, and the cell calls
+the very function the CLI command calls. TensorFlow is imported once per worker, not once per
+cell. Everything the stage writes goes to a private staging
 folder; the cell's manifest is written last and the folder moved into the cache.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import sys
 import time
@@ -21,7 +20,8 @@ from typing import Any
 
 from edgeprune.bench.cache import Cache, manifest_record
 from edgeprune.errors import EdgepruneError
-from edgeprune.io import read_json, sha256_file, versions
+from edgeprune.io import sha256_file, versions
+from edgeprune.options import from_args
 
 FAULT_EXIT_CODE = 86
 MODEL_STAGES = ("train", "prune", "convert")
@@ -169,59 +169,26 @@ def _redirect_output(path: Path):
             os.close(saved[1])
 
 
-# --- building argument lists ---------------------------------------------------------------
+# --- calling the stages -----------------------------------------------------------------------
 
-def _command(name: str):
-    return importlib.import_module(f"edgeprune.cli.{name}").command
-
-
-def _option_names(command) -> set[str]:
-    return {opt[2:] for param in command.params for opt in (*param.opts, *param.secondary_opts)
-            if opt.startswith("--")}
-
-
-def _flags(values: dict[str, Any]) -> list[str]:
-    """{eps: 0.03, targeted: true, batch: [1, 32]} -> --eps 0.03 --targeted --batch 1,32."""
-    argv: list[str] = []
-    for name, value in values.items():
-        if value is None:
-            continue
-        flag = f"--{name}"
-        if value is True:
-            argv.append(flag)
-        elif value is False:
-            argv.append(f"--no-{name}")
-        elif isinstance(value, list):
-            argv += [flag, ",".join(str(v) for v in value)]
-        else:
-            argv += [flag, str(value)]
-    return argv
-
-
-def _dataset_flags(command, params: dict, *, limit: int | None = None) -> list[str]:
-    options = _option_names(command)
-    values = {"dataset": params["dataset"]}
-    if "limit-train" in options:
-        values["limit-train"] = params.get("limit_train")
+def _dataset(params: dict, *, limit: int | None = None, train: bool = True) -> dict[str, Any]:
+    """The grid's dataset settings as option fields; a cell's own limit wins over the test limit."""
+    values: dict[str, Any] = {"dataset": params["dataset"], "seed": params.get("seed", 0)}
     test_limit = limit if limit is not None else params.get("limit_test")
-    if "limit" in options:
+    if train:
+        values.update(limit_train=params.get("limit_train"), limit_test=test_limit)
+    else:
         values["limit"] = test_limit
-    if "seed" in options and "seed" in params:
-        values["seed"] = params["seed"]
-    return _flags({k: v for k, v in values.items() if k in options})
+    return values
 
 
-def _invoke(name: str, argv: list[str]) -> None:
-    command = _command(name)
-    options = _option_names(command)
-    if "quiet" in options:
-        argv = [*argv, "--quiet"]
-    print(f"$ edgeprune {name} {' '.join(argv)}", flush=True)
-    command.main(args=argv, prog_name=f"edgeprune {name}", standalone_mode=False)
+def _announce(stage: str, options: Any) -> None:
+    """The cell log's first line: which library call runs, with which options."""
+    print(f"edgeprune.api.{stage}: {options!r}", flush=True)
 
 
-def _report(path: Path) -> dict:
-    return read_json(path) if path.exists() else {}
+def _pick(report: dict, *keys: str) -> dict:
+    return {k: report[k] for k in keys if k in report}
 
 
 def _report_name(folder: Path, primary: str | None) -> str | None:
@@ -236,103 +203,104 @@ def _report_name(folder: Path, primary: str | None) -> str | None:
     return None
 
 
-def _pick(report: dict, *keys: str) -> dict:
-    return {k: report[k] for k in keys if k in report}
-
-
 # --- the stages ----------------------------------------------------------------------------
 
 def run_train(job: CellJob, out: Path) -> dict:
+    from edgeprune.api import TrainOptions, train
+
     params = job.params
-    command = _command("train")
-    _invoke("train", [params["arch"], *_dataset_flags(command, params), "-o", str(out / "model.h5"),
-                      *_flags(params["args"])])
-    report = _report(out / "model.json")
-    return {"_primary": "model.h5", **_pick(report, "test_accuracy", "params", "train_seconds",
+    options = from_args(TrainOptions, params["args"], arch=params["arch"], **_dataset(params))
+    _announce("train", options)
+    result = train(options, out / "model.h5", progress=False)
+    return {"_primary": "model.h5", **_pick(dict(result.record), "test_accuracy", "params", "train_seconds",
                                             "test_samples", "arch", "dataset")}
 
 
 def run_prune(job: CellJob, out: Path) -> dict:
+    from edgeprune.api import PruneOptions, prune
+
     params = job.params
-    command = _command("prune")
-    method_flags = {"method": params["method"]}
-    for name in ("sparsity", "scope", "target", "criterion"):
-        if params.get(name) is not None:
-            method_flags[name] = params[name]
-    _invoke("prune", [job.inputs["model"]["path"], *_flags(method_flags), *_dataset_flags(command, params),
-                      "-o", str(out / "model.h5"), *_flags(params["args"])])
-    return {"_primary": "model.h5", **_summarise(_report(out / "model.json"))}
+    method = {name: params[name] for name in ("method", "sparsity", "scope", "target", "criterion")
+              if params.get(name) is not None}
+    options = from_args(PruneOptions, params["args"], **method, **_dataset(params))
+    _announce("prune", options)
+    result = prune(job.inputs["model"]["path"], options, out / "model.h5", progress=False)
+    return {"_primary": "model.h5", **_summarise(dict(result.record))}
 
 
 def run_convert(job: CellJob, out: Path) -> dict:
+    from edgeprune.api import ConvertOptions, convert
+    from edgeprune.vocab import CONVERTED_SUFFIXES
+
     params = job.params
-    command = _command("convert")
-    suffix = ".tflite" if params["to"] == "tflite" else ".xml"
-    target = out / f"model{suffix}"
-    options = _option_names(command)
-    data_flags = _dataset_flags(command, params) if "dataset" in options else []
-    _invoke("convert", [job.inputs["model"]["path"], "--to", params["to"], "--precision",
-                        params["precision"], *data_flags, "-o", str(target), *_flags(params["args"])])
-    return {"_primary": target.name,
-            **_summarise(_report(out / (_report_name(out, target.name) or "model.json")))}
+    target = out / f"model{CONVERTED_SUFFIXES[params['to']]}"
+    options = from_args(ConvertOptions, params["args"], target=params["to"], precision=params["precision"],
+                        dataset=params["dataset"], seed=params.get("seed", 0))
+    _announce("convert", options)
+    result = convert(job.inputs["model"]["path"], options, target, progress=False)
+    return {"_primary": target.name, **_summarise(dict(result.record))}
 
 
 def run_attack(job: CellJob, out: Path) -> dict:
+    from edgeprune.api import AttackOptions, attack
+    from edgeprune.options import option_names
+
     params = job.params
-    command = _command("attack")
-    options = _option_names(command)
-    argv = [job.inputs["model"]["path"], "--attack", params["attack"], *_dataset_flags(
-        command, params, limit=params.get("limit"))]
-    if "split" in options:
-        argv += ["--split", "test"]
-    # Suite args that are not options of the command are the attack's own parameters (-p k=v).
-    as_options = {k: v for k, v in params["args"].items() if k in options}
-    as_params = [f"{k.replace('-', '_')}={v}" for k, v in params["args"].items() if k not in options]
-    for item in as_params:
-        argv += ["--param", item]
+    # Suite args that are not options of the stage are the attack's own parameters.
+    names = option_names(AttackOptions)
+    as_options = {k: v for k, v in params["args"].items() if k in names}
+    as_params = {k.replace("-", "_"): str(v) for k, v in params["args"].items() if k not in names}
+    options = from_args(AttackOptions, as_options, attack=params["attack"], split="test",
+                        params=as_params or None, **_dataset(params, limit=params.get("limit"), train=False))
+    _announce("attack", options)
     name = params.get("name") or "set"
-    _invoke("attack", [*argv, "-o", str(out / name), *_flags(as_options)])
-    return {"_primary": f"{name}.npz", **_summarise(_report(out / f"{name}.json"))}
+    result = attack(job.inputs["model"]["path"], options, out / name, progress=False)
+    return {"_primary": f"{name}.npz", **_summarise(dict(result.record))}
 
 
 def run_robustness(job: CellJob, out: Path) -> dict:
-    """White-box robustness of a model on itself. AutoAttack and FMN curves go through
-    `edgeprune evaluate --autoattack / --curve` (per-stage accuracy, per-image minimal norms);
-    any other attack through `edgeprune attack`, whose set records the model's accuracy on it."""
+    """White-box robustness of a model on itself: AutoAttack or FMN curves through
+    `api.robustness`; any other attack through `api.attack`, whose set records the model's
+    accuracy on it."""
+    from edgeprune.api import RobustnessOptions, robustness
+
     params = job.params
-    attack, args = params["attack"], dict(params["args"])
-    if attack not in ("autoattack", "fmn"):
+    attack_name, args = params["attack"], dict(params["args"])
+    if attack_name not in ("autoattack", "fmn"):
         return run_attack(job, out)
-    command = _command("evaluate")
-    argv = [job.inputs["model"]["path"], *_dataset_flags(command, params, limit=params.get("limit"))]
-    if attack == "autoattack":
-        values = {"autoattack": args.pop("version", "standard"), **args}
-        if "seed" in _option_names(command):
-            values["seed"] = params.get("seed")
+    if attack_name == "autoattack":
+        method: dict[str, Any] = {"autoattack": args.pop("version", "standard")}
     else:
-        values = {"curve": True, "fmn-steps": args.pop("steps", None), **args}
-    _invoke("evaluate", [*argv, *_flags(values), "-o", str(out / "robustness")])
+        method = {"curve": True, "fmn_steps": args.pop("steps", None) or 100}
+    options = from_args(RobustnessOptions, args, **method,
+                        **_dataset(params, limit=params.get("limit"), train=False))
+    _announce("robustness", options)
+    robustness([job.inputs["model"]["path"]], options, out / "robustness", progress=False)
     return {"_primary": "robustness.json"}
 
 
 def run_evaluate(job: CellJob, out: Path) -> dict:
+    from edgeprune.api import EvaluateOptions, evaluate
+
     params = job.params
-    command = _command("evaluate")
-    sets = [item["path"] for role, item in sorted(job.inputs.items()) if role.startswith("set:")]
-    argv = [job.inputs["model"]["path"], *_dataset_flags(command, params, limit=params.get("limit"))]
-    for path in sets:
-        argv += ["--sets", path]
-    _invoke("evaluate", [*argv, "-o", str(out / "evaluate"), *_flags(params["args"])])
-    report = _report(out / "evaluate.json")
-    return {"_primary": "evaluate.json", "accuracy": {
-        row: next(iter(by_model.values()), None) for row, by_model in (report.get("accuracy") or {}).items()}}
+    sets = tuple(item["path"] for role, item in sorted(job.inputs.items()) if role.startswith("set:"))
+    values = _dataset(params, limit=params.get("limit"), train=False)
+    values.pop("seed")
+    options = from_args(EvaluateOptions, params["args"], sets=sets, **values)
+    _announce("evaluate", options)
+    result = evaluate([job.inputs["model"]["path"]], options, out / "evaluate", progress=False)
+    return {"_primary": "evaluate.json",
+            "accuracy": {row.set: row.accuracy for row in result.rows()}}
 
 
 def run_profile(job: CellJob, out: Path) -> dict:
+    from edgeprune.api import ProfileOptions, profile
+
     params = job.params
-    values = {"batch": params["batch"], "threads": params["threads"] or None}
-    _invoke("profile", [job.inputs["model"]["path"], *_flags(values), "-o", str(out / "profile.json"),
-                        *_flags(params["args"])])
+    options = from_args(ProfileOptions, params["args"], batch=params["batch"],
+                        threads=params["threads"] or None)
+    _announce("profile", options)
+    profile([job.inputs["model"]["path"]], options, out / "profile.json", progress=False)
     return {"_primary": "profile.json"}
 
 

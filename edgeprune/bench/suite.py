@@ -17,19 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.vocab import (ARCHITECTURE_NAMES, CONVERT_PRECISIONS, CONVERT_TARGETS, NNCF_CRITERIA, PRUNE_METHODS,
+                             RUNTIME_FORMATS, TFMOT_SCOPES)
 
 SCHEMA = "edgeprune.bench.suite/1"
 
-ARCHITECTURES = ("smallcnn", "resnet8", "resnet20", "resnet18", "resnet50", "vgg16", "vgg19",
-                 "densenet121", "mobilenet")
-PRUNE_METHODS = ("tfmot", "nncf-filter")
-TFMOT_SCOPES = ("local", "global", "lamp")
-NNCF_CRITERIA = ("l1", "l2", "gm")
-FORMATS = ("tflite", "openvino")
-PRECISIONS = {"tflite": ("fp32", "fp16", "dynamic", "int8"), "openvino": ("fp32", "fp16", "int8")}
-VICTIM_FORMATS = ("keras", "tflite", "openvino")
-# The attack stage's own `--attack` choices are used when that stage is installed (see
-# `stage_choices`); this list names what the attack issues specify, for validation without it.
+# The attack registry's names are used when it is installed (see `attack_catalogue`); this list
+# names what the attack issues specify, for validation without it.
 ATTACKS = ("fgsm", "bim", "pgd", "pgd-l2", "mim", "cw", "spsa", "deepfool", "apgd", "uap",
            "autoattack", "fmn", "square")
 ROBUSTNESS_ATTACKS = ("autoattack", "fmn", "pgd", "apgd", "square")
@@ -111,7 +105,7 @@ class RobustnessSpec:
 @dataclass(frozen=True)
 class EvaluateSpec:
     enabled: bool = True
-    formats: tuple[str, ...] = VICTIM_FORMATS
+    formats: tuple[str, ...] = RUNTIME_FORMATS
     limit: int | None = None
     args: dict = field(default_factory=dict)
 
@@ -119,7 +113,7 @@ class EvaluateSpec:
 @dataclass(frozen=True)
 class ProfileSpec:
     enabled: bool = False
-    formats: tuple[str, ...] = VICTIM_FORMATS
+    formats: tuple[str, ...] = RUNTIME_FORMATS
     batch: tuple[int, ...] = (32,)
     threads: tuple[int, ...] = ()
     args: dict = field(default_factory=dict)
@@ -261,41 +255,14 @@ def _unique(names: list[str], key: str, checker: _Checker) -> None:
         seen.add(name)
 
 
-# --- stage introspection -------------------------------------------------------------------
+# --- stage schemas ---------------------------------------------------------------------------
 
-def stage_options(command: str) -> tuple[str, ...] | None:
-    """Long option names (without --) of `edgeprune COMMAND`, or None if it is not installed."""
-    cmd = _stage_command(command)
-    if cmd is None:
-        return None
-    names: list[str] = []
-    for param in cmd.params:
-        for opt in (*param.opts, *param.secondary_opts):
-            if opt.startswith("--"):
-                names.append(opt[2:])
-    return tuple(names)
+def stage_options(stage: str) -> tuple[str, ...]:
+    """Flag-spelled option names of a stage (`edgeprune.api`'s option schemas; the CLI's long
+    options carry the same names)."""
+    from edgeprune.api import stage_option_names
 
-
-def stage_choices(command: str, option: str) -> tuple[str, ...] | None:
-    """The click.Choice values of `--option` of `edgeprune COMMAND`, when it has them."""
-    import click
-
-    cmd = _stage_command(command)
-    if cmd is None:
-        return None
-    for param in cmd.params:
-        if f"--{option}" in param.opts and isinstance(param.type, click.Choice):
-            return tuple(str(c) for c in param.type.choices)
-    return None
-
-
-def _stage_command(command: str):
-    import importlib
-    import importlib.util
-
-    if importlib.util.find_spec(f"edgeprune.cli.{command}") is None:
-        return None
-    return importlib.import_module(f"edgeprune.cli.{command}").command
+    return stage_option_names(stage)
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -408,7 +375,7 @@ def _parse_datasets(value: Any, base: Path, check: _Checker) -> tuple[DatasetSpe
     return tuple(items)
 
 
-TRAIN_RESERVED = ("dataset", "output", "limit-train", "limit", "seed", "force", "quiet")
+TRAIN_RESERVED = ("arch", "dataset", "output", "limit-train", "limit", "seed", "force", "quiet")
 
 
 def _parse_models(value: Any, base: Path, datasets: tuple[str, ...], check: _Checker) -> tuple[ModelSpec, ...]:
@@ -419,7 +386,7 @@ def _parse_models(value: Any, base: Path, datasets: tuple[str, ...], check: _Che
         entry = check.mapping(entry, key, ("name", "arch", "path", "datasets", "train"))
         if ("arch" in entry) == ("path" in entry):
             raise check.fail(key, "give exactly one of `arch` (trained by the grid) or `path` (a given .h5)")
-        arch = check.choice(entry["arch"], f"{key}.arch", ARCHITECTURES) if "arch" in entry else None
+        arch = check.choice(entry["arch"], f"{key}.arch", ARCHITECTURE_NAMES) if "arch" in entry else None
         given = None
         if "path" in entry:
             given = resolve_path(str(entry["path"]), base, f"{key}.path", check)
@@ -427,7 +394,7 @@ def _parse_models(value: Any, base: Path, datasets: tuple[str, ...], check: _Che
                 raise check.fail(f"{key}.path", f"expected a Keras .h5 file, got {given}")
             if "train" in entry:
                 raise check.fail(f"{key}.train", "a given model (`path`) is not trained; remove `train`")
-        name = check.name(entry.get("name", arch or Path(given).stem), f"{key}.name")
+        name = check.name(entry.get("name", arch or Path(given or "").stem), f"{key}.name")
         on = check.choices(entry.get("datasets", list(datasets)), f"{key}.datasets", datasets)
         if given is not None and len(on) != 1:
             raise check.fail(f"{key}.datasets", "a given model belongs to exactly one dataset; name it")
@@ -467,9 +434,7 @@ def _parse_taxonomy(value: Any, key: str, check: _Checker, method: str, scope: s
 def _parse_pruning(value: Any, models: tuple[str, ...], check: _Checker) -> tuple[PruneSpec, ...]:
     items = []
     options = stage_options("prune")
-    methods = stage_choices("prune", "method") or PRUNE_METHODS
-    scopes = stage_choices("prune", "scope") or TFMOT_SCOPES
-    criteria = stage_choices("prune", "criterion") or NNCF_CRITERIA
+    methods, scopes, criteria = PRUNE_METHODS, TFMOT_SCOPES, NNCF_CRITERIA
     for i, entry in enumerate(_list(value, "pruning", check)):
         key = f"pruning[{i}]"
         entry = check.mapping(entry, key, ("name", "method", "sparsity", "target", "scope", "criterion",
@@ -517,13 +482,13 @@ CONVERT_RESERVED = ("to", "precision", "output", "force", "quiet", "dataset", "s
 def _parse_conversions(value: Any, check: _Checker) -> tuple[ConvertSpec, ...]:
     items = []
     options = stage_options("convert")
-    formats = stage_choices("convert", "to") or FORMATS
+    formats = CONVERT_TARGETS
     for i, entry in enumerate(_list(value, "conversions", check)):
         key = f"conversions[{i}]"
         entry = check.mapping(entry, key, ("name", "format", "precision", "of", "args"), required=("format",))
         fmt = check.choice(entry["format"], f"{key}.format", formats)
         precision = check.choice(entry.get("precision", "fp32"), f"{key}.precision",
-                                 PRECISIONS.get(fmt, ("fp32",)))
+                                 CONVERT_PRECISIONS.get(fmt, ("fp32",)))
         items.append(ConvertSpec(
             name=check.name(entry.get("name", f"{fmt}-{precision}"), f"{key}.name"), format=fmt,
             precision=precision, of=check.choice(entry.get("of", "all"), f"{key}.of", MODEL_SELECTORS),
@@ -605,7 +570,7 @@ def _parse_evaluate(value: Any, check: _Checker) -> EvaluateSpec:
     entry = check.mapping(value, "evaluate", ("enabled", "formats", "limit", "args"))
     return EvaluateSpec(
         enabled=bool(entry.get("enabled", True)),
-        formats=check.choices(entry.get("formats", list(VICTIM_FORMATS)), "evaluate.formats", VICTIM_FORMATS),
+        formats=check.choices(entry.get("formats", list(RUNTIME_FORMATS)), "evaluate.formats", RUNTIME_FORMATS),
         limit=check.integer(entry.get("limit"), "evaluate.limit"),
         args=check.args(entry.get("args"), "evaluate.args", stage_options("evaluate"), "evaluate",
                         EVALUATE_RESERVED))
@@ -622,7 +587,7 @@ def _parse_profile(value: Any, check: _Checker) -> ProfileSpec:
     entry = check.mapping(value, "profile", ("enabled", "formats", "batch", "threads", "args"))
     return ProfileSpec(
         enabled=bool(entry.get("enabled", True)),
-        formats=check.choices(entry.get("formats", list(VICTIM_FORMATS)), "profile.formats", VICTIM_FORMATS),
+        formats=check.choices(entry.get("formats", list(RUNTIME_FORMATS)), "profile.formats", RUNTIME_FORMATS),
         batch=check.ints(entry.get("batch", [32]), "profile.batch"),
         threads=check.ints(entry["threads"], "profile.threads") if "threads" in entry else (),
         args=check.args(entry.get("args"), "profile.args", stage_options("profile"), "profile",
@@ -644,14 +609,14 @@ def _parse_execution(value: Any, check: _Checker) -> ExecutionSpec:
         raise check.fail("execution.seed", f"expected an integer, got {seed!r}")
     threads = check.integer(entry.get("threads", 1), "execution.threads", optional=False)
     return ExecutionSpec(workers=None if workers == "auto" else workers,
-                         memory_per_worker_gb=float(memory), seed=seed, threads=threads)
+                         memory_per_worker_gb=float(memory), seed=seed, threads=threads or 1)
 
 
 def _normalised(suite: Suite) -> dict:
     """A JSON-able view of everything that defines the grid (paths resolved, defaults filled)."""
     from dataclasses import asdict
 
-    out = {}
+    out: dict[str, Any] = {}
     for name in ("name", "datasets", "models", "pruning", "conversions", "attacks", "robustness",
                  "evaluate", "profile"):
         value = getattr(suite, name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgeprune.cli.common import allow_unsafe_option, dataset_option, force_option, quiet_option, seed_option
+from edgeprune.vocab import ATTACK_PRESETS, NORMS, SPLITS
 
 
 def _attack_help() -> str:
@@ -34,19 +35,19 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--attack", "-a", "attack_name", required=True, help="Attack name (listed below).")
 @dataset_option()
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Attack a class-stratified subset of N images of the split (SPSA needs it).")
 @click.option("--eps", type=float, default=None,
               help="Perturbation bound in --norm. Default 8/255 (linf) or 0.5 (l2) for bounded attacks; "
                    "none (unbounded) for minimum-norm ones (deepfool, cw).")
-@click.option("--norm", type=click.Choice(["linf", "l2"]), default=None,
+@click.option("--norm", type=click.Choice(NORMS), default=None,
               help="Default: the attack's first norm (linf, or l2 for cw/deepfool).")
 @click.option("--steps", type=int, default=None, help="Shortcut for --param steps=N.")
 @click.option("--step-size", type=float, default=None, help="Shortcut for --param step_size=X.")
 @click.option("--param", "-p", "param_pairs", multiple=True, metavar="KEY=VALUE",
               help="An attack parameter (repeatable); see the list below.")
-@click.option("--preset", type=click.Choice(["vora2023"]), default=None,
+@click.option("--preset", type=click.Choice(ATTACK_PRESETS), default=None,
               help="Named settings: vora2023 = the first paper's (FGSM eps 0.2; BIM eps 1, step 0.1 x100; "
                    "PGD/APGD eps 0.3, step 0.1 x100; CW lr 0.01 x10; DeepFool 5 iter; UAP 10/255). "
                    "Explicit options override it.")
@@ -70,33 +71,16 @@ def command(model, attack_name, dataset, split, limit, eps, norm, steps, step_si
       edgeprune attack base.h5 -a pgd --eps 0.03 --steps 10 -d digits -o sets/pgd
       edgeprune attack base.h5 -a cw --preset vora2023 --limit 200 -o sets/cw
     """
-    from edgeprune.attacks.registry import get_attack, preset_settings
-    from edgeprune.attacks.runner import AttackConfig
-    from edgeprune.attacks.transferset import craft_transfer_set, set_paths
-    from edgeprune.errors import EdgepruneError
+    from edgeprune.api import AttackOptions, attack
 
-    spec = get_attack(attack_name)
-    settings = preset_settings(preset, attack_name) if preset else {}
-    params = {k: v for k, v in settings.items() if k not in ("eps", "norm")}
-    params.update(parse_params(param_pairs))
-    if steps is not None:
-        params["steps"] = steps
-    if step_size is not None:
-        params["step_size"] = step_size
-    if eps is not None and not eps > 0:
-        raise EdgepruneError(f"--eps must be > 0, got {eps}")
-    eps = eps if eps is not None else settings.get("eps")
-    norm = norm or settings.get("norm")
-    config = AttackConfig.create(spec.name, eps=eps, norm=norm, seed=seed, params=params, batch_size=batch_size)
-    npz_path, json_path, _ = set_paths(output)
-    for path in (npz_path, json_path):
-        if path.exists() and not force:
-            raise EdgepruneError(f"{path} exists; pass --force to overwrite")
-    record = craft_transfer_set(model, dataset, config, output, split=split, limit=limit, progress=not quiet,
-                                allow_unsafe=allow_unsafe)
-    metrics, norms = record["source_metrics"], record["perturbation"]
-    click.echo(f"{spec.name} ({config.norm}, eps {config.eps if config.eps is not None else 'none'}) on "
-               f"{record['dataset']['images']} {record['dataset']['name']} {split} images: accuracy "
+    options = AttackOptions(attack=attack_name, dataset=dataset, split=split, limit=limit, eps=eps, norm=norm,
+                            steps=steps, step_size=step_size, params=parse_params(param_pairs) or None,
+                            preset=preset, batch_size=batch_size, seed=seed)
+    result = attack(model, options, output, force=force, allow_unsafe=allow_unsafe, progress=not quiet)
+    record = result.record
+    metrics, norms, config = record["source_metrics"], record["perturbation"], record["attack"]
+    click.echo(f"{config['name']} ({config['norm']}, eps {config['eps'] if config['eps'] is not None else 'none'}) "
+               f"on {record['dataset']['images']} {record['dataset']['name']} {split} images: accuracy "
                f"{metrics['clean_accuracy']:.4f} -> {metrics['adversarial_accuracy']:.4f}, success "
                f"{metrics['success_rate']:.2%}, median L2 {norms['l2']['median']:.4f} / Linf "
-               f"{norms['linf']['median']:.4f}, {record['seconds']:.1f} s -> {npz_path}")
+               f"{norms['linf']['median']:.4f}, {record['seconds']:.1f} s -> {result.paths[0]}")

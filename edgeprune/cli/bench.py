@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgeprune.cli.common import quiet_option
+from edgeprune.vocab import BENCH_EXECUTORS
 
 
 @click.command("bench")
@@ -13,7 +14,7 @@ from edgeprune.cli.common import quiet_option
               help="Folder for the grid state, the log and the report [default: runs/SUITE-NAME].")
 @click.option("--cache", type=click.Path(file_okay=False), default=None,
               help="Content-addressed cell store, shareable between output folders [default: OUT/cache].")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+@click.option("--executor", type=click.Choice(BENCH_EXECUTORS), default="local", show_default=True,
               help="local: a process pool on this machine; ray: Ray tasks (a local Ray started for the "
                    "run, or the cluster at --address; its nodes must see the cache folder).")
 @click.option("--address", default=None, help="Ray cluster address (e.g. ray://head:10001 or auto).")
@@ -40,14 +41,12 @@ def command(suite, out, cache, executor, address, workers, force_mix, dry_run, q
       edgeprune bench benchmarks/vora2023-cpu.yaml -o runs/vora --workers 2
       edgeprune bench benchmarks/quick.yaml --executor ray
     """
-    from pathlib import Path
-
+    from edgeprune.api import bench
     from edgeprune.bench.grid import build_grid
-    from edgeprune.bench.runner import RunOptions, run_suite
     from edgeprune.bench.suite import load_suite
 
-    loaded = load_suite(suite)
     if dry_run:
+        loaded = load_suite(suite)
         grid = build_grid(loaded)
         click.echo(f"suite {loaded.name}: {len(grid.cells)} cells ("
                    + ", ".join(f"{k} {v}" for k, v in grid.count().items()) + ")")
@@ -55,9 +54,7 @@ def command(suite, out, cache, executor, address, workers, force_mix, dry_run, q
             after = f"  <- {', '.join(sorted(set(cell.deps.values())))}" if cell.deps else ""
             click.echo(f"  {cell.id}{after}" if len(after) < 200 else f"  {cell.id}  <- {len(cell.deps)} cells")
         return
-    options = RunOptions(out=Path(out) if out else Path("runs") / loaded.name,
-                         cache=Path(cache) if cache else None, executor=executor, address=address,
-                         workers=workers, force_mix=force_mix, progress=not quiet)
-    result = run_suite(loaded, options)
-    if result.counts.get("failed") or result.counts.get("blocked"):
+    result = bench(suite, out=out, cache=cache, executor=executor, address=address, workers=workers,
+                   force_mix=force_mix, progress=not quiet)
+    if not result.ok:
         raise click.exceptions.Exit(1)

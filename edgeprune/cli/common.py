@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from edgeprune.errors import EdgepruneError
+from edgeprune.io import check_output, sidecar
+
+__all__ = ["allow_unsafe_option", "check_output", "dataset_option", "force_option", "limit_options",
+           "quiet_option", "seed_option", "sidecar"]
 
 
 def dataset_option(default: str = "digits"):
@@ -37,18 +38,3 @@ allow_unsafe_option = click.option(
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 
 force_option = click.option("--force", is_flag=True, help="Overwrite existing outputs.")
-
-
-def check_output(path: str | Path, *, force: bool, suffixes: tuple[str, ...] | None = None) -> Path:
-    """Refuse to clobber an existing output unless --force; check its suffix."""
-    path = Path(path)
-    if suffixes and path.suffix.lower() not in suffixes:
-        raise EdgepruneError(f"{path}: output must end in {' or '.join(suffixes)}")
-    if path.exists() and not force:
-        raise EdgepruneError(f"{path} exists; pass --force to overwrite")
-    return path
-
-
-def sidecar(path: str | Path, suffix: str = ".json") -> Path:
-    """The report written beside an artifact: model.h5 -> model.json."""
-    return Path(path).with_suffix(suffix)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
+
+from edgeprune.vocab import COMPARE_OUTPUT_FORMATS
 
 
 @click.command("compare")
@@ -14,7 +14,7 @@ import click
               help="Largest tolerated latency growth (10% or 0.10), judged beyond the runs' noise.")
 @click.option("--max-size-growth", default="0%", show_default=True,
               help="Largest tolerated file-size growth (compared exactly).")
-@click.option("--format", "output_format", type=click.Choice(["md", "json"]), default="md",
+@click.option("--format", "output_format", type=click.Choice(COMPARE_OUTPUT_FORMATS), default="md",
               show_default=True, help="What to print on stdout: a markdown job summary or JSON.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Also write the JSON report here.")
@@ -38,18 +38,15 @@ def command(baseline, candidate, max_slowdown, max_size_growth, output_format, o
     Example (CI):
       edgeprune compare baseline.json candidate.json --max-slowdown 10% >> "$GITHUB_STEP_SUMMARY"
     """
-    from edgeprune.compare import CompareConfig, compare_profiles, load_profile, markdown_report, parse_fraction
-    from edgeprune.io import write_json
+    from edgeprune.api import compare
+    from edgeprune.compare import CompareConfig, parse_fraction
 
     config = CompareConfig(max_slowdown=parse_fraction(max_slowdown, "--max-slowdown"),
                            max_size_growth=parse_fraction(max_size_growth, "--max-size-growth"),
                            allow_host_mismatch=allow_host_mismatch)
-    report = compare_profiles(load_profile(baseline), load_profile(candidate), config,
-                              baseline_path=baseline, candidate_path=candidate)
-    if output is not None:
-        write_json(output, report)
+    result = compare(baseline, candidate, config, output)
     if output_format == "json":
-        click.echo(json.dumps(report, indent=2))
+        click.echo(result.to_json())
     else:
-        click.echo(markdown_report(report), nl=False)
-    raise SystemExit(1 if report["verdict"] == "regression" else 0)
+        click.echo(result.to_markdown(), nl=False)
+    raise SystemExit(1 if result.regression else 0)

@@ -5,38 +5,12 @@ from __future__ import annotations
 import click
 
 from edgeprune.cli import common
-
-# The datasets a model's own record can name and edgeprune can load without a path.
-LOADABLE_BY_NAME = ("digits", "cifar10", "cifar100")
-
-
-def resolve_dataset(spec: str | None, model_path, *, needed: bool, seed: int):
-    """(Dataset or None, the spec used).
-
-    Without --dataset, the dataset recorded in the model is used when it can be loaded by
-    name (digits, cifar10, cifar100); a file-based one (npz:, dir:, svhn:) must be given.
-    """
-    from edgeprune.data import load_dataset
-    from edgeprune.errors import EdgepruneError
-    from edgeprune.modelio import read_metadata
-
-    record = read_metadata(model_path)
-    if spec is None:
-        if not needed:
-            return None, None
-        recorded = record.get("dataset")
-        if recorded not in LOADABLE_BY_NAME:
-            where = f"was trained on {recorded!r}" if recorded else "records no dataset"
-            raise EdgepruneError(
-                f"{model_path}: {where}; pass its data with --dataset (e.g. npz:PATH), "
-                "or --no-verify for a float conversion")
-        spec = recorded
-    return load_dataset(spec, seed=seed), spec
+from edgeprune.vocab import CONVERT_TARGETS, SWITCHES
 
 
 @click.command("convert")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
-@click.option("--to", "target", type=click.Choice(["tflite", "openvino"]), required=True,
+@click.option("--to", "target", type=click.Choice(CONVERT_TARGETS), required=True,
               help="tflite (.tflite) or openvino (IR: .xml + .bin).")
 @click.option("--precision", "-p", default="fp32", show_default=True,
               help="tflite: fp32, fp16, dynamic (int8 weights), int8 (full integer). "
@@ -53,10 +27,10 @@ def resolve_dataset(spec: str | None, model_path, *, needed: bool, seed: int):
 @click.option("--int8-io/--float-io", default=True, show_default=True,
               help="TFLite int8: int8 input/output tensors (full integer, for int-only accelerators) "
                    "or float ones (quantize/dequantize inside the model).")
-@click.option("--sparse", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+@click.option("--sparse", type=click.Choice(SWITCHES), default="auto", show_default=True,
               help="TFLite sparse-weight encoding. auto: for models with >= 30% zero weights, convert "
                    "with and without it and keep the smaller file (it can grow a file).")
-@click.option("--prune-filters", type=click.Choice(["auto", "on", "off"]), default="auto",
+@click.option("--prune-filters", type=click.Choice(SWITCHES), default="auto",
               show_default=True,
               help="OpenVINO: remove all-zero conv filters from the IR (auto: when MODEL has any).")
 @click.option("--verify", type=click.IntRange(min=1), default=300, show_default=True,
@@ -82,19 +56,12 @@ def command(model, target, precision, output, dataset, calibration, int8_io, spa
       edgeprune convert m.h5 --to tflite -p int8 -o m_int8.tflite
       edgeprune convert pruned.h5 --to openvino -p fp16 -o pruned.xml
     """
-    from edgeprune.convert import ConvertConfig, convert_model, report_path_for
+    from edgeprune.api import ConvertOptions, convert
 
-    config = ConvertConfig(target=target, precision=precision, calibration=calibration, int8_io=int8_io,
-                           sparse=sparse, prune_filters=prune_filters, verify=0 if no_verify else verify,
-                           min_agreement=min_agreement, seed=seed)
-    output = common.check_output(output, force=force, suffixes=(config.suffix,))
-    report_path = report_path_for(output)
-    common.check_output(report_path, force=force)
-    if config.target == "openvino":
-        common.check_output(output.with_suffix(".bin"), force=force)
-    data, spec = resolve_dataset(dataset, model, needed=config.needs_data, seed=seed)
-    report = convert_model(model, output, config, dataset=data, dataset_spec=spec,
-                           allow_unsafe=allow_unsafe, progress=not quiet)
+    options = ConvertOptions(target=target, precision=precision, dataset=dataset, calibration=calibration,
+                             int8_io=int8_io, sparse=sparse, prune_filters=prune_filters, verify=verify,
+                             no_verify=no_verify, min_agreement=min_agreement, seed=seed)
+    report = convert(model, options, output, force=force, allow_unsafe=allow_unsafe, progress=not quiet).record
     sizes, check = report["sizes"], report["verification"]
     summary = f"{target} {precision}: {sizes['output_bytes']:,} bytes ({sizes['ratio']:.2f}x of .h5)"
     if not check.get("skipped"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgeprune.cli.common import allow_unsafe_option, quiet_option
+from edgeprune.vocab import AUTOATTACK_VERSIONS, NORMS
 
 
 @click.command("evaluate")
@@ -22,13 +23,13 @@ from edgeprune.cli.common import allow_unsafe_option, quiet_option
 @click.option("--curve", is_flag=True,
               help="Robustness curves instead: FMN minimal norms per test image of each Keras model -> "
                    "accuracy vs eps of all MODELS on one STEM.png, with STEM.json/.csv/.md.")
-@click.option("--autoattack", "autoattack_version", type=click.Choice(["standard", "fast"]), default=None,
+@click.option("--autoattack", "autoattack_version", type=click.Choice(AUTOATTACK_VERSIONS), default=None,
               help="AutoAttack robust accuracy at --eps instead (APGD-CE, APGD-T, FAB-T, Square; per stage). "
                    ".tflite/.xml models get the black-box Square stage only.")
 @click.option("--eps", "eps_text", default=None,
               help="--autoattack: the bound (default 8/255 linf, 0.5 l2). --curve: eps values to tabulate, "
                    "comma-separated (default 2/255,4/255,8/255 linf; 0.25,0.5,1 l2). Fractions allowed.")
-@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True,
+@click.option("--norm", type=click.Choice(NORMS), default="linf", show_default=True,
               help="Norm for --curve / --autoattack.")
 @click.option("--fmn-steps", type=click.IntRange(min=1), default=100, show_default=True,
               help="--curve: FMN iterations per image.")
@@ -51,23 +52,22 @@ def command(models, set_paths, dataset, limit, batch_size, output, curve, autoat
       edgeprune evaluate base.h5 p90.h5 p99.h5 --curve -d digits --limit 200 -o curves
       edgeprune evaluate base.h5 base.tflite --autoattack fast --eps 8/255 -d digits --limit 200 -o aa
     """
+    from edgeprune import api
     from edgeprune.errors import EdgepruneError
-    from edgeprune.evaluate import evaluate, to_markdown, write_report
 
+    sets = tuple(p.strip() for group in set_paths for p in group.split(",") if p.strip())
     if curve or autoattack_version:
-        from edgeprune.robustness import robustness_command
-
-        robustness_command(models, curve=curve, autoattack_version=autoattack_version, eps_text=eps_text,
-                           norm=norm, dataset=dataset, limit=limit, batch_size=batch_size, output=output,
-                           fmn_steps=fmn_steps, tune=not no_tune, seed=seed, sets=set_paths,
-                           allow_unsafe=allow_unsafe, progress=not quiet, echo=click.echo)
-        return
-    sets = [p.strip() for group in set_paths for p in group.split(",") if p.strip()]
-    if not sets and not dataset:
-        raise EdgepruneError("nothing to evaluate on: give --sets and/or --dataset")
-    report = evaluate(list(models), sets, dataset_spec=dataset, limit=limit, batch_size=batch_size,
-                      allow_unsafe=allow_unsafe, progress=not quiet)
-    click.echo(to_markdown(report), nl=False)
-    if output:
-        written = write_report(report, output)
-        click.echo(f"-> {', '.join(str(p) for p in written)}")
+        options = api.RobustnessOptions(curve=curve, autoattack=autoattack_version, eps=eps_text, norm=norm,
+                                        fmn_steps=fmn_steps, tune=not no_tune, dataset=dataset, limit=limit,
+                                        batch_size=batch_size, seed=seed)
+        if sets:
+            raise EdgepruneError("--sets does not combine with --curve/--autoattack (they attack each model)")
+        result = api.robustness(models, options, output, allow_unsafe=allow_unsafe, progress=not quiet)
+        click.echo(result.to_markdown())
+    else:
+        result = api.evaluate(models, api.EvaluateOptions(sets=sets, dataset=dataset, limit=limit,
+                                                          batch_size=batch_size),
+                              output, allow_unsafe=allow_unsafe, progress=not quiet)
+        click.echo(result.to_markdown(), nl=False)
+    if result.paths:
+        click.echo(f"-> {', '.join(str(p) for p in result.paths)}")

@@ -9,7 +9,7 @@ import click
 from edgeprune.cli.common import allow_unsafe_option
 
 
-def _format_bytes(count: int) -> str:
+def _format_bytes(count: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if count < 1024 or unit == "GB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.2f} {unit}"

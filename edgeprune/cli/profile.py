@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from edgeprune.cli.common import allow_unsafe_option, check_output, force_option, quiet_option
+from edgeprune.cli.common import allow_unsafe_option, force_option, quiet_option
+from edgeprune.vocab import PROFILE_ISOLATIONS
 
 
 @click.command("profile")
@@ -28,7 +29,7 @@ from edgeprune.cli.common import allow_unsafe_option, check_output, force_option
               help="Minimum untimed warm-up runs.")
 @click.option("--warmup-time", "warmup_time_s", type=click.FloatRange(min=0), default=0.2,
               show_default=True, help="Minimum warm-up seconds.")
-@click.option("--isolation", type=click.Choice(["process", "none"]), default="process", show_default=True,
+@click.option("--isolation", type=click.Choice(PROFILE_ISOLATIONS), default="process", show_default=True,
               help="process: a fresh Python process per (model, batch, threads), so thread settings "
                    "apply and the peak RSS is that cell's own; none: measure in this process "
                    "(faster; TensorFlow keeps its first thread setting).")
@@ -54,29 +55,21 @@ def command(models, batches, threads, cpus, runs, min_time_s, warmup, warmup_tim
       edgeprune profile model.xml model.tflite --batch 32,64 --threads 1,2 -o profile.json
       edgeprune profile model.tflite --cpus 0,1 --batch 1 --min-time 5   # as a 2-core board
     """
-    from edgeprune.io import atomic_write_text, write_json
-    from edgeprune.profile import (ProfileConfig, allowed_cpus, check_cpus, csv_report, markdown_report,
-                                   parse_int_list, profile_models)
+    from edgeprune.api import ProfileOptions, profile
+    from edgeprune.profile import parse_int_list
 
-    if output is not None:
-        output = check_output(output, force=force, suffixes=(".json",))
-    cpu_ids = check_cpus(parse_int_list(cpus, "--cpus")) if cpus is not None else None
-    cpu_count = len(cpu_ids) if cpu_ids is not None else len(allowed_cpus() or [1])
-    thread_counts = parse_int_list(threads, "--threads") if threads is not None else (cpu_count,)
-    config = ProfileConfig(
-        batches=parse_int_list(batches, "--batch"), threads=thread_counts, cpus=cpu_ids, runs=runs,
-        min_time_s=min_time_s, warmup=warmup, warmup_time_s=warmup_time_s, isolation=isolation,
-        seed=seed, input_shape=parse_int_list(input_shape, "--input-shape") if input_shape else None,
-        allow_unsafe=allow_unsafe)
+    options = ProfileOptions(
+        batch=parse_int_list(batches, "--batch"),
+        threads=parse_int_list(threads, "--threads") if threads is not None else None,
+        cpus=parse_int_list(cpus, "--cpus") if cpus is not None else None, runs=runs, min_time_s=min_time_s,
+        warmup=warmup, warmup_time_s=warmup_time_s, isolation=isolation,
+        input_shape=parse_int_list(input_shape, "--input-shape") if input_shape else None, seed=seed)
     command_line = "edgeprune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    report = profile_models(models, config, progress=not quiet, command=command_line)
-    table = markdown_report(report)
-    if output is not None:
-        write_json(output, report)
-        atomic_write_text(output.with_suffix(".csv"), csv_report(report))
-        atomic_write_text(output.with_suffix(".md"), table)
-    click.echo(table, nl=False)
-    oversubscribed = [t for t in thread_counts if t > cpu_count]
+    result = profile(models, options, output, force=force, allow_unsafe=allow_unsafe, progress=not quiet,
+                     command=command_line)
+    click.echo(result.to_markdown(), nl=False)
+    cpu_count = options.cpu_count
+    oversubscribed = [t for t in options.threads or () if t > cpu_count]
     if oversubscribed:
         click.echo(f"note: {oversubscribed} threads exceed the {cpu_count} CPUs measured on "
                    "(oversubscribed: latency includes time slicing)", err=True)

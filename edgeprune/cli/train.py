@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import click
 
-from edgeprune.cli.common import (check_output, dataset_option, force_option, limit_options,
-                                  quiet_option, seed_option, sidecar)
+from edgeprune.cli.common import dataset_option, force_option, limit_options, quiet_option, seed_option
+from edgeprune.vocab import ARCHITECTURE_NAMES, AUGMENTATIONS
 
-ARCH_HELP = ("smallcnn, resnet8, resnet20, resnet18, resnet50, vgg16, vgg19, densenet121, "
-             "mobilenet")
+ARCH_HELP = ", ".join(ARCHITECTURE_NAMES)
 
 
 @click.command("train")
@@ -25,7 +24,7 @@ ARCH_HELP = ("smallcnn, resnet8, resnet20, resnet18, resnet50, vgg16, vgg19, den
               help="Epochs at which the learning rate is multiplied by --gamma.")
 @click.option("--gamma", type=float, default=0.1, show_default=True)
 @click.option("--weight-decay", type=float, default=5e-4, show_default=True)
-@click.option("--augment", type=click.Choice(["auto", "none", "crop", "flip-crop"]), default="auto",
+@click.option("--augment", type=click.Choice(AUGMENTATIONS), default="auto",
               show_default=True, help="auto: flip+crop for natural images, crop for SVHN, none for 8x8 digits.")
 @click.option("--width", type=float, default=1.0, show_default=True,
               help="Channel width multiplier (0.25 gives a CPU-sized variant).")
@@ -44,31 +43,19 @@ def command(arch, dataset, limit_train, limit_test, output, epochs, batch_size, 
     Example:
       edgeprune train smallcnn --dataset digits --epochs 5 -o digits.h5
     """
-    from edgeprune.data import load_dataset
+    from edgeprune.api import TrainOptions, train
     from edgeprune.errors import EdgepruneError
-    from edgeprune.io import versions, write_json
-    from edgeprune.modelio import save_keras_model
-    from edgeprune.models import ARCHITECTURES
-    from edgeprune.train import TrainConfig, train_model
 
-    if arch not in ARCHITECTURES:
-        raise EdgepruneError(f"unknown architecture {arch!r}; expected one of {ARCH_HELP}")
-    output = check_output(output, force=force, suffixes=(".h5",))
     try:
         milestone_epochs = tuple(int(m) for m in milestones.split(",") if m.strip())
     except ValueError:
         raise EdgepruneError(f"--milestones must be comma-separated epochs, got {milestones!r}") from None
-    config = TrainConfig(arch=arch, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                         milestones=milestone_epochs, gamma=gamma, weight_decay=weight_decay,
-                         augment=augment, width=width, seed=seed)
-    data = load_dataset(dataset, limit_train=limit_train, limit_test=limit_test, seed=seed)
-    model, result = train_model(config, data, progress=not quiet)
-    result["dataset_spec"] = dataset
-    result["versions"] = versions()
-    metadata = {key: result[key] for key in ("arch", "dataset", "dataset_fingerprint",
-                                             "num_classes", "class_names", "input_shape")}
-    save_keras_model(model, output, metadata=metadata)
-    write_json(sidecar(output), {"schema": "edgeprune.train/1", **result})
-    click.echo(f"{arch} on {data.name}: test accuracy {result['test_accuracy']:.4f} "
-               f"({result['test_samples']} images), {result['params']:,} params, "
-               f"{result['train_seconds']:.0f} s -> {output}")
+    options = TrainOptions(arch=arch, dataset=dataset, limit_train=limit_train, limit_test=limit_test,
+                           epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                           milestones=milestone_epochs, gamma=gamma, weight_decay=weight_decay,
+                           augment=augment, width=width, seed=seed)
+    result = train(options, output, force=force, progress=not quiet)
+    record = result.record
+    click.echo(f"{arch} on {record['dataset']}: test accuracy {record['test_accuracy']:.4f} "
+               f"({record['test_samples']} images), {record['params']:,} params, "
+               f"{record['train_seconds']:.0f} s -> {output}")

@@ -6,10 +6,10 @@ from the pruner's own bookkeeping; the pruner's record goes under `method_info` 
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping
 from typing import Any
+
+from edgeprune.tables import csv_records, markdown_table
 
 SCHEMA = "edgeprune.prune/1"
 LAYER_COLUMNS = ("layer", "kind", "weights_before", "weights", "zeros", "sparsity", "target_sparsity",
@@ -155,21 +155,14 @@ def markdown(report: Mapping[str, Any]) -> str:
              f"- reached: prunable sparsity {report['reached']['prunable_sparsity']:.2%}, "
              f"MACs x{report['reached']['macs_ratio']}",
              f"- seed {report['seed']}, {report['seconds']} s", "",
-             "| | before | after |", "|---|---:|---:|"]
-    lines += [f"| {name} | {b} | {a} |" for name, b, a in summary_rows(report)]
-    lines += ["", "| " + " | ".join(LAYER_COLUMNS) + " |",
-              "|" + "|".join("---" if c in ("layer", "kind") else "---:" for c in LAYER_COLUMNS) + "|"]
-    for row in report["layers"]:
-        cells = [_fmt(row[c], "pct" if c in ("sparsity", "target_sparsity") else "") for c in LAYER_COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
+             markdown_table(["", "before", "after"], summary_rows(report), align=["l", "r", "r"]), "",
+             markdown_table(LAYER_COLUMNS,
+                            ([_fmt(row[c], "pct" if c in ("sparsity", "target_sparsity") else "") for c in LAYER_COLUMNS]
+                             for row in report["layers"]),
+                            align=["l" if c in ("layer", "kind") else "r" for c in LAYER_COLUMNS])]
     return "\n".join(lines) + "\n"
 
 
 def layers_csv(report: Mapping[str, Any]) -> str:
     """Per-layer rows as CSV (one header line, then one line per prunable layer)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=LAYER_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in report["layers"]:
-        writer.writerow({key: ("" if row[key] is None else row[key]) for key in LAYER_COLUMNS})
-    return buffer.getvalue()
+    return csv_records(report["layers"], LAYER_COLUMNS)
