@@ -249,3 +249,90 @@ def test_separable_and_valid_convs_absorb_nonzero_constants(rng):
     assert shrunk.get_layer("sep").get_weights()[0].shape == (3, 3, 5, 2)
     assert shrunk.get_layer("valid").use_bias  # gained a bias for the folded constants
     assert not info["skipped"]
+
+
+def _zero_like_nncf(model, rng) -> None:
+    """Zero the even output filters of every conv but the head, the way NNCF's strip leaves a
+    pruned group: kernel and the following BatchNorm's gamma; beta too on every other such
+    layer (the rest turn into nonzero constants); a conv without BatchNorm (squeeze-excite)
+    loses its kernel slice and bias."""
+    convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"][:-1]
+    for index, conv in enumerate(convs):
+        weights = conv.get_weights()
+        weights[0][..., ::2] = 0
+        consumer = conv.outbound_nodes[0].layer
+        if consumer.__class__.__name__ == "BatchNormalization":
+            gamma, beta, mean, variance = consumer.get_weights()
+            gamma[::2] = 0
+            if index % 2 == 0:
+                beta[::2] = 0
+            consumer.set_weights([gamma, beta, mean, variance])
+        elif conv.use_bias:
+            weights[1][::2] = 0
+        conv.set_weights(weights)
+
+
+@pytest.mark.parametrize(("arch", "kwargs", "low", "macs_ratio"), [
+    pytest.param("MobileNetV3Small", {"alpha": 0.75, "include_preprocessing": True}, 0.0, 0.75, id="MobileNetV3Small"),
+    pytest.param("MobileNetV2", {"alpha": 0.35}, -1.0, 0.75, id="MobileNetV2"),
+])
+def test_keras_applications_shrink_to_the_same_logits(arch, kwargs, low, macs_ratio, rng, tmp_path):
+    """Real architectures nobody here wrote: hard-swish and its TFOpLambda ops, squeeze-excite
+    Multiply, built-in Rescaling, ReLU6, ZeroPadding, inverted residuals."""
+    import tensorflow as tf
+
+    from edgeprune.modelstats import model_stats
+    from edgeprune.prune.shrink import shrink_model
+
+    model = getattr(tf.keras.applications, arch)(input_shape=(32, 32, 3), weights=None, classes=10,
+                                                 classifier_activation=None, **kwargs)
+    _randomise_batchnorm(model, rng)
+    _zero_like_nncf(model, rng)
+    shrunk, info = shrink_model(model)
+
+    x = rng.uniform(low, 1.0 if low < 0 else 255.0, (8, 32, 32, 3)).astype("float32")
+    masked_logits = model(x, training=False).numpy()
+    assert np.abs(masked_logits).max() > 1e-2  # the comparison below means something
+    assert np.abs(masked_logits - shrunk(x, training=False).numpy()).max() < TOLERANCE
+    assert model_stats(shrunk)["macs"] < macs_ratio * model_stats(model)["macs"]
+    assert all("\n" not in item["reason"] for item in info["skipped"])
+    assert {item["kind"] for item in info["skipped"] if item["zero_filters_kept"] is None} <= {"Flatten"}
+    kinds = {layer.__class__.__name__ for layer in shrunk.layers}
+    assert kinds >= ({"TFOpLambda", "Multiply", "Rescaling"} if arch == "MobileNetV3Small" else {"ZeroPadding2D"})
+    path = tmp_path / "shrunk.h5"
+    shrunk.save(path)
+    reloaded = tf.keras.models.load_model(path, compile=False)
+    assert np.abs(reloaded(x, training=False).numpy() - masked_logits).max() < TOLERANCE
+
+
+def test_layer_without_a_rule_is_a_barrier_with_its_reason(rng):
+    """LayerNormalization mixes channels and a reduction over the channel axis does too: the
+    channels around them stay, the report names them, and the logits do not change."""
+    import tensorflow as tf
+
+    from edgeprune.prune.shrink import shrink_model
+
+    inputs = tf.keras.Input((6, 6, 2))
+    x = tf.keras.layers.Conv2D(8, 3, padding="same", name="a_conv")(inputs)
+    x = tf.keras.layers.LayerNormalization(name="norm")(x)
+    x = tf.keras.layers.Conv2D(8, 1, name="b_conv")(x)
+    x = x * 2.0 + 1.0  # elementwise TFOpLambda: followed
+    y = tf.keras.layers.Conv2D(8, 1, name="c_conv")(x)
+    x = tf.keras.layers.Concatenate()([y, tf.reduce_mean(x, axis=-1, keepdims=True)])
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(3, name="head")(x))
+    for name in ("a_conv", "b_conv", "c_conv"):
+        weights = model.get_layer(name).get_weights()
+        weights[0][..., :3], weights[1][:3] = 0, 0
+        model.get_layer(name).set_weights(weights)
+    shrunk, info = shrink_model(model)
+
+    assert _max_logit_diff(model, shrunk, rng, (6, 6, 2)) < TOLERANCE
+    filters = _filters(info)
+    assert filters["a_conv"] == (8, 8) and filters["b_conv"] == (8, 8)
+    assert filters["c_conv"] == (8, 5)
+    barriers = {item["layer"]: item["reason"] for item in info["skipped"] if item["zero_filters_kept"] is None}
+    assert "layer type not supported" in barriers["norm"]
+    assert any("reduce_mean over the channel axis" in reason for reason in barriers.values())
+    kept = {item["layer"]: item["reason"] for item in info["skipped"] if item["zero_filters_kept"]}
+    assert "norm (LayerNormalization)" in kept["a_conv"]

@@ -129,7 +129,7 @@ class Graph:
 def trace(model: "tf.keras.Model") -> Graph:
     """Every layer call of `model` with its input/output tensors, in topological order."""
     config = model.get_config()
-    network_nodes = getattr(model, "_network_nodes", set())
+    network_nodes: set[str] = set(getattr(model, "_network_nodes", ()))
     tensors: dict[TensorId, Tensor] = {}
     calls: list[Call] = []
     offset = 0

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune.modelstats import filter_kernel
 from edgeprune.prune.shrink.graph import Call, Tensor
 
 
