@@ -336,3 +336,37 @@ def test_layer_without_a_rule_is_a_barrier_with_its_reason(rng):
     assert any("reduce_mean over the channel axis" in reason for reason in barriers.values())
     kept = {item["layer"]: item["reason"] for item in info["skipped"] if item["zero_filters_kept"]}
     assert "norm (LayerNormalization)" in kept["a_conv"]
+
+
+def test_squeeze_excite_gate_channels_go_with_their_zero_features(rng):
+    """A feature channel that is zero makes its squeeze-excite gate channel (live, from a conv
+    NNCF did not prune) unused: both go, and the excite conv loses those filters."""
+    import tensorflow as tf
+
+    from edgeprune.prune.shrink import shrink_model
+
+    inputs = tf.keras.Input((6, 6, 3))
+    x = tf.keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="a_conv")(inputs)
+    x = tf.keras.layers.BatchNormalization(name="a_bn")(x)
+    x = tf.keras.layers.Activation("swish")(x)
+    gate = tf.keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    gate = tf.keras.layers.Conv2D(4, 1, activation="relu", name="squeeze")(gate)
+    gate = tf.keras.layers.Conv2D(8, 1, name="excite")(gate)
+    gate = tf.keras.activations.hard_sigmoid(gate)  # TFOpLambda ops on the gate
+    x = tf.keras.layers.Multiply()([x, gate])
+    x = tf.keras.layers.Conv2D(5, 3, padding="same", name="b_conv")(x)
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(3, name="head")(x))
+    _randomise_batchnorm(model, rng)
+    _zero_filters(model, "a_conv", [1, 2, 6], batchnorm=False)
+    bn = model.get_layer("a_bn")
+    gamma, beta, mean, variance = bn.get_weights()
+    gamma[[1, 2, 6]], beta[[1, 2, 6]] = 0, 0
+    bn.set_weights([gamma, beta, mean, variance])
+    shrunk, info = shrink_model(model)
+
+    assert _max_logit_diff(model, shrunk, rng, (6, 6, 3)) < TOLERANCE
+    assert _filters(info)["a_conv"] == (8, 5)
+    assert _filters(info)["excite"] == (8, 5)
+    assert shrunk.get_layer("b_conv").get_weights()[0].shape == (3, 3, 5, 5)
+    assert not info["skipped"]

@@ -11,7 +11,7 @@ import numpy as np
 from edgeprune.errors import EdgepruneError
 from edgeprune.modelstats import PRUNABLE_LAYERS, zero_filter_mask
 from edgeprune.prune.shrink.graph import Call, Graph, Tensor, TensorId, as_functional, trace
-from edgeprune.prune.shrink.rules import RULES, Cut, Rule, absorbable
+from edgeprune.prune.shrink.rules import RULES, Cut, Rule, absorbable, multiplies, unread_inputs
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -112,6 +112,44 @@ def _group_pass(plan: _Plan) -> None:
                 groups.join(tensor, range(out.channels), out, range(out.channels))
 
 
+def _ignored(plan: _Plan, call: Call, tensor: Tensor, unused: dict[TensorId, np.ndarray]) -> np.ndarray:
+    """Channels of `tensor` (an input of `call`) that make no difference to `call`'s output."""
+    rule = plan.rules.get(call.name)
+    out = unused.get(call.outs[0].id) if call.outs else None
+    if rule is None or out is None or not tensor.channels:
+        return np.zeros(tensor.channels, bool)
+    if rule.couple == "mix":
+        return unread_inputs(call) if tensor is call.source else np.zeros(tensor.channels, bool)
+    if rule.couple == "concat":
+        start = sum(part.channels for part in call.ins[:call.ins.index(tensor)])
+        return out[start:start + tensor.channels]
+    if rule.couple in ("depthwise", "flatten"):
+        grouped = out.reshape(tensor.channels, -1) if rule.couple == "depthwise" else out.reshape(-1, tensor.channels).T
+        return grouped.all(axis=1)
+    ignored = out.copy()
+    if multiplies(call):  # times a constant zero: this factor does not matter
+        for other in call.ins:
+            if other is not tensor:
+                ignored |= other.const & (other.value == 0)
+    return ignored
+
+
+def _unused_pass(plan: _Plan) -> dict[TensorId, np.ndarray]:
+    """Per tensor, the channels that no consumer needs (backwards over the graph): a
+    squeeze-excite gate channel whose feature channel is zero, a channel read by no weight.
+    Such a channel may be live and still be cut with its group."""
+    unused: dict[TensorId, np.ndarray] = {}
+    outputs = set(plan.graph.outputs)
+    for call in reversed(plan.graph.calls):
+        for tensor in call.outs:
+            if tensor.id in outputs or not tensor.consumers:
+                unused[tensor.id] = np.zeros(tensor.channels, bool)
+                continue
+            unused[tensor.id] = np.logical_and.reduce([_ignored(plan, consumer, tensor, unused)
+                                                       for consumer in tensor.consumers])
+    return unused
+
+
 def _decide_pass(plan: _Plan) -> None:
     """A group goes only if every member is constant and every mixing consumer absorbs it."""
     graph = plan.graph
@@ -125,9 +163,11 @@ def _decide_pass(plan: _Plan) -> None:
     for tensor_id in graph.outputs:
         pinned.setdefault(tensor_id, "model output")
 
+    unused = _unused_pass(plan)
     for tensor in graph.tensors.values():
-        plan.block(tensor, np.flatnonzero(~tensor.const), f"channel is live in {tensor.id[0]} (coupled through "
-                                                          "a residual Add, a Concatenate or a depthwise conv)")
+        plan.block(tensor, np.flatnonzero(~tensor.const & ~unused[tensor.id]),
+                   f"channel is live in {tensor.id[0]} (coupled through a residual Add, a Concatenate "
+                   "or a depthwise conv)")
         if tensor.id in pinned:
             plan.block(tensor, range(tensor.channels), pinned[tensor.id])
         for consumer in tensor.consumers:

@@ -122,9 +122,6 @@ class Graph:
     def node_count(self) -> int:
         return sum(tensor.channels for tensor in self.tensors.values())
 
-    def call(self, name: str) -> Call:
-        return next(call for call in self.calls if call.name == name)
-
 
 def trace(model: "tf.keras.Model") -> Graph:
     """Every layer call of `model` with its input/output tensors, in topological order."""

@@ -159,6 +159,12 @@ def _mixing_paths(call: Call) -> tuple[np.ndarray, np.ndarray]:
     return (np.abs(flat) > 0).any(axis=0), flat.sum(axis=0, dtype=np.float64)
 
 
+def unread_inputs(call: Call) -> np.ndarray:
+    """Per input channel of a mixing layer: no weight reads it (its kernel rows are zero)."""
+    touches, _ = _mixing_paths(call)
+    return ~touches.any(axis=1)
+
+
 def absorbable(rule: Rule, call: Call, tensor: Tensor) -> np.ndarray:
     """Per channel of `tensor` feeding the mixing `call`: constant and removable without
     changing the output (zero, or foldable into the bias; a layer without one gets one)."""
@@ -299,8 +305,13 @@ def _op_check(call: Call) -> str | None:
     return _same_channels(call)
 
 
+def multiplies(call: Call) -> bool:
+    """Is the call a product of its inputs (a factor that is zero makes the others unused)?"""
+    return call.kind == "Multiply" or (call.kind == "TFOpLambda" and call.config.get("function") in MULTIPLY_OPS)
+
+
 def _op_constants(call: Call) -> None:
-    if call.config.get("function") in MULTIPLY_OPS:
+    if multiplies(call):
         _probe_multiply(call)
     else:
         _probe_channelwise(call)
