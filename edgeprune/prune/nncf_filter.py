@@ -257,6 +257,10 @@ def nncf_filter_prune(model: "tf.keras.Model", dataset: Dataset, config: NNCFFil
     conv_layers = list(zero_counts)
     left_alone = [name for name in conv_layers if name not in pruned_layers]
     reasons = {layer: refusal["reason"] for refusal in refusals for layer in refusal["layers"]}
+    if conv_layers and not pruned_layers:
+        first = left_alone[0]
+        raise EdgepruneError(f"NNCF pruned no filters: it left all {len(conv_layers)} conv layers alone "
+                             f"(first: {first}, {reasons.get(first, 'not selected by its pruning analysis')})")
     level_requested = config.level
     pruned_filters = sum(zero_counts[name][0] for name in pruned_layers if name in zero_counts)
     pruned_zero = sum(zero_counts[name][1] for name in pruned_layers if name in zero_counts)
