@@ -252,14 +252,14 @@ def test_separable_and_valid_convs_absorb_nonzero_constants(rng):
 
 
 def _zero_like_nncf(model, rng) -> None:
-    """Zero the even output filters of every conv but the head, the way NNCF's strip leaves a
+    """Zero the even output filters of every conv (pointwise kernel of a separable one) but the last, the way NNCF's strip leaves a
     pruned group: kernel and the following BatchNorm's gamma; beta too on every other such
     layer (the rest turn into nonzero constants); a conv without BatchNorm (squeeze-excite)
     loses its kernel slice and bias."""
-    convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"][:-1]
-    for index, conv in enumerate(convs):
+    convs = [layer for layer in model.layers if layer.__class__.__name__ in ("Conv2D", "SeparableConv2D")]
+    for index, conv in enumerate(convs[:-1]):
         weights = conv.get_weights()
-        weights[0][..., ::2] = 0
+        weights[1 if conv.__class__.__name__ == "SeparableConv2D" else 0][..., ::2] = 0
         consumer = conv.outbound_nodes[0].layer
         if consumer.__class__.__name__ == "BatchNormalization":
             gamma, beta, mean, variance = consumer.get_weights()
@@ -275,6 +275,13 @@ def _zero_like_nncf(model, rng) -> None:
 @pytest.mark.parametrize(("arch", "kwargs", "low", "macs_ratio"), [
     pytest.param("MobileNetV3Small", {"alpha": 0.75, "include_preprocessing": True}, 0.0, 0.75, id="MobileNetV3Small"),
     pytest.param("MobileNetV2", {"alpha": 0.35}, -1.0, 0.75, id="MobileNetV2"),
+    *(pytest.param(arch, kwargs, low, 0.75, id=arch, marks=pytest.mark.slow) for arch, kwargs, low in (
+        ("MobileNetV3Large", {"alpha": 0.75, "include_preprocessing": True}, 0.0),
+        ("EfficientNetB0", {}, 0.0),
+        ("ResNet50V2", {}, -1.0),
+        ("DenseNet121", {}, -1.0),
+        ("NASNetMobile", {}, -1.0),
+    )),
 ])
 def test_keras_applications_shrink_to_the_same_logits(arch, kwargs, low, macs_ratio, rng, tmp_path):
     """Real architectures nobody here wrote: hard-swish and its TFOpLambda ops, squeeze-excite
