@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -46,9 +46,14 @@ def _no_resize(config: dict, cut: Cut, call: Call) -> None:
     return None
 
 
+Coupling = Literal["mix", "identity", "concat", "depthwise", "flatten"]
+
+
 @dataclass(frozen=True)
 class Rule:
-    couple: str
+    """How shrinking follows and cuts one layer type (see the module docstring)."""
+
+    couple: Coupling
     propagate: Callable[[Call], None]
     check: Callable[[Call], str | None] = _supported
     absorbs: Callable[[dict], bool] | None = None
