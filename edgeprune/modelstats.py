@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgeprune.errors import EdgepruneError
+
 if TYPE_CHECKING:
     import tensorflow as tf
 
 PRUNABLE_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
 
 
-def filter_kernel(kind: str, weights: Sequence[np.ndarray]) -> np.ndarray:
+def _filter_kernel(kind: str, weights: Sequence[np.ndarray]) -> np.ndarray:
     """The kernel that makes a layer's output filters, as (inputs, filters): the pointwise
     kernel of a SeparableConv2D; for a DepthwiseConv2D, output channel c*m + j (m = depth
     multiplier) is filter (c, j) of its (h, w, channels, m) kernel."""
@@ -29,8 +31,8 @@ def zero_filter_mask(kind: str, weights: Sequence[np.ndarray]) -> np.ndarray:
     where its kernel slice is all zero (a dead filter; its output is the bias). The one
     definition of a zero filter: statistics, reports, NNCF's record and shrinking use it."""
     if kind not in PRUNABLE_LAYERS:
-        raise ValueError(f"zero filters are defined for {', '.join(PRUNABLE_LAYERS)}, not {kind}")
-    return np.asarray(np.abs(filter_kernel(kind, weights)).max(axis=0) == 0)
+        raise EdgepruneError(f"zero filters are defined for {', '.join(PRUNABLE_LAYERS)}, not {kind}")
+    return np.asarray(np.abs(_filter_kernel(kind, weights)).max(axis=0) == 0)
 
 
 @dataclass(frozen=True)

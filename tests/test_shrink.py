@@ -378,3 +378,21 @@ def test_squeeze_excite_gate_channels_go_with_their_zero_features(rng):
     assert _filters(info)["excite"] == (8, 5)
     assert shrunk.get_layer("b_conv").get_weights()[0].shape == (3, 3, 5, 5)
     assert not info["skipped"]
+
+
+def test_zero_filter_mask_is_one_definition_for_every_prunable_kind():
+    from edgeprune.modelstats import zero_filter_mask
+
+    depthwise = np.ones((3, 3, 2, 2), "float32")  # channel c, multiplier j -> output c*2 + j
+    depthwise[..., 1, 0] = 0
+    assert zero_filter_mask("DepthwiseConv2D", [depthwise]).tolist() == [False, False, True, False]
+    pointwise = np.ones((1, 1, 4, 3), "float32")
+    pointwise[..., 2] = 0
+    separable = [np.zeros((3, 3, 2, 2), "float32"), pointwise, np.ones(3, "float32")]
+    assert zero_filter_mask("SeparableConv2D", separable).tolist() == [False, False, True]
+    dense = np.ones((5, 2), "float32")
+    dense[:, 0] = 0
+    dense[0, 0] = -1e-30  # tiny but not zero: the filter is alive
+    assert zero_filter_mask("Dense", [dense, np.zeros(2)]).tolist() == [False, False]
+    with pytest.raises(EdgepruneError, match="not BatchNormalization"):
+        zero_filter_mask("BatchNormalization", [np.ones(2)])
