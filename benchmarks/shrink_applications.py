@@ -40,7 +40,8 @@ ARCHITECTURES: dict[str, tuple[dict, tuple[float, float]]] = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="CIFAR-10 sample .npz (Keras layout)")
+    parser.add_argument("--data", help="CIFAR-10 sample .npz (Keras layout)")
+    parser.add_argument("--render", metavar="JSON", help="only re-render the markdown of a results JSON")
     parser.add_argument("--archs", default=",".join(ARCHITECTURES))
     parser.add_argument("--level", type=float, default=0.5)
     parser.add_argument("--limit-train", type=int, default=64)
@@ -127,6 +128,12 @@ def markdown(result: dict) -> str:
              f"load average {result['load_average']} at the start (shared machine: latencies are noisy)",
              f"- {result['seconds']} s in all; NNCF target {result['level']} of filters, "
              f"Keras latency: median of {result['repeats']} calls at batch {result['batch']}", "",
+             "- what to read: params and MACs are exact; shrunk == masked logits is the correctness check "
+             "(weights are fresh and barely tuned, so logits are small: the max |logit| is given beside the "
+             "difference). Latencies were taken on a 2-core machine shared with other jobs (load above 10) "
+             "and are noise-dominated; `benchmarks/prune_latency.py` measures latency properly.",
+             "- NASNetMobile: NNCF (2.19) prunes none of its conv layers (below); since this run, "
+             "`nncf_filter_prune` refuses such a model in one line instead of writing it unpruned.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     notes = []
     for row in result["rows"]:
@@ -150,6 +157,11 @@ def main(argv: list[str] | None = None) -> None:
     from edgeprune.host import host_fingerprint
 
     args = parse_args(argv)
+    if args.render:
+        Path(args.render).with_suffix(".md").write_text(markdown(json.loads(Path(args.render).read_text())))
+        return
+    if not args.data:
+        raise SystemExit("--data is required (the CIFAR-10 sample .npz)")
     started = time.perf_counter()
     load = [round(value, 2) for value in os.getloadavg()]
     data = load_dataset(f"npz:{args.data}", limit_train=args.limit_train, limit_test=args.batch)
