@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgeprune.errors import EdgepruneError
+
 if TYPE_CHECKING:
     import tensorflow as tf
 
 PRUNABLE_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
+
+
+def _filter_kernel(kind: str, weights: Sequence[np.ndarray]) -> np.ndarray:
+    """The kernel that makes a layer's output filters, as (inputs, filters): the pointwise
+    kernel of a SeparableConv2D; for a DepthwiseConv2D, output channel c*m + j (m = depth
+    multiplier) is filter (c, j) of its (h, w, channels, m) kernel."""
+    kernel = weights[1] if kind == "SeparableConv2D" else weights[0]
+    if kind == "DepthwiseConv2D":
+        return kernel.reshape(-1, kernel.shape[2] * kernel.shape[3])
+    return kernel.reshape(-1, kernel.shape[-1])
+
+
+def zero_filter_mask(kind: str, weights: Sequence[np.ndarray]) -> np.ndarray:
+    """Per output filter of a Conv2D / DepthwiseConv2D / SeparableConv2D / Dense layer: True
+    where its kernel slice is all zero (a dead filter; its output is the bias). The one
+    definition of a zero filter: statistics, reports, NNCF's record and shrinking use it."""
+    if kind not in PRUNABLE_LAYERS:
+        raise EdgepruneError(f"zero filters are defined for {', '.join(PRUNABLE_LAYERS)}, not {kind}")
+    return np.asarray(np.abs(_filter_kernel(kind, weights)).max(axis=0) == 0)
 
 
 @dataclass(frozen=True)
@@ -58,21 +80,16 @@ def layer_stats(model: "tf.keras.Model") -> list[LayerStats]:
         if kind == "SeparableConv2D":
             depthwise, pointwise = weights[0], weights[1]
             macs = _kernel_macs(layer, depthwise) + _kernel_macs(layer, pointwise)
-            kernel = pointwise
             total, zeros = depthwise.size + pointwise.size, int((depthwise == 0).sum() + (pointwise == 0).sum())
         else:
             kernel = weights[0]
             macs = _kernel_macs(layer, kernel)
-            total, zeros = kernel.size, int((kernel == 0).sum())
-        if kind == "DepthwiseConv2D":
-            per_filter = kernel.reshape(-1, kernel.shape[2] * kernel.shape[3])
-        else:
-            per_filter = kernel.reshape(-1, kernel.shape[-1])
-        filters_zero = int((np.abs(per_filter).sum(axis=0) == 0).sum())
+            total, zeros = int(kernel.size), int((kernel == 0).sum())
+        zero_filters = zero_filter_mask(kind, weights)
         stats.append(LayerStats(
             name=layer.name, kind=kind, weights=int(total), zeros=zeros,
             sparsity=zeros / total if total else 0.0,
-            filters=int(per_filter.shape[1]), filters_zero=filters_zero, macs=int(macs),
+            filters=int(zero_filters.size), filters_zero=int(zero_filters.sum()), macs=int(macs),
         ))
     return stats
 

@@ -115,3 +115,66 @@ def test_subclassed_model_is_refused(digits):
     model(np.zeros((1, *digits.input_shape), "float32"))
     with pytest.raises(EdgepruneError, match="subclassed"):
         nncf_filter_prune(model, digits, NNCFFilterConfig(epochs=1), progress=False)
+
+
+# architecture -> (constructor arguments, pixel scale it expects: 255 with built-in preprocessing)
+APPLICATIONS = {
+    "MobileNetV2": ({"alpha": 0.35}, 1.0),
+    "MobileNetV3Small": ({"alpha": 0.75, "include_preprocessing": True}, 255.0),
+    "MobileNetV3Large": ({"alpha": 0.75, "include_preprocessing": True}, 255.0),
+    "EfficientNetB0": ({}, 255.0),
+    "ResNet50V2": ({}, 1.0),
+    "DenseNet121": ({}, 1.0),
+    "NASNetMobile": ({}, 1.0),
+}
+
+# NNCF (2.19, TensorFlow backend) refuses every node group of NASNetMobile's cells.
+REFUSED = {"NASNetMobile": "NNCF pruned no filters: it left all .* conv layers alone \\(first: "}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", list(APPLICATIONS))
+def test_keras_applications_prune_and_shrink_to_the_same_logits(arch, cifar_sample_path):
+    """NNCF filter pruning then shrinking on keras.applications (fresh weights, 32x32, one
+    short fine-tuning epoch): the shrunk model gives the masked model's logits, or a stage
+    refuses in one line naming what blocks it."""
+    import tensorflow as tf
+
+    from edgeprune.data import load_dataset
+    from edgeprune.prune.nncf_filter import nncf_filter_prune
+    from edgeprune.prune.shrink import shrink_model
+
+    kwargs, scale = APPLICATIONS[arch]
+    data = load_dataset(f"npz:{cifar_sample_path}", limit_train=64, limit_test=32)
+    base = getattr(tf.keras.applications, arch)(input_shape=(32, 32, 3), weights=None, classes=10,
+                                                classifier_activation=None, **kwargs)
+    config = NNCFFilterConfig(target=0.5, epochs=1, batch_size=32)
+    if arch in REFUSED:
+        with pytest.raises(EdgepruneError, match=REFUSED[arch]) as refusal:
+            nncf_filter_prune(base, data, config, progress=False)
+        assert "\n" not in str(refusal.value)
+        return
+    masked, info = nncf_filter_prune(base, data, config, progress=False)
+    shrunk, shrink_info = shrink_model(masked)
+    assert info["zero_filter_fraction"] == pytest.approx(0.5, abs=0.1)
+    x_test, _ = data.split("test")
+    x = (x_test * scale).astype("float32")
+    masked_logits = masked(x, training=False).numpy()
+    assert np.abs(masked_logits - shrunk(x, training=False).numpy()).max() < 1e-4
+    assert shrink_info["params_after"] < 0.75 * shrink_info["params_before"]
+
+
+def test_nncf_names_map_to_layers_whose_names_hold_slashes():
+    """MobileNetV3's layers are named `expanded_conv/depthwise`: NNCF's node and weight names
+    map back to the longest layer name, not to the text before the first slash."""
+    from edgeprune.prune.nncf_filter import _group_refusals, _layer_of
+
+    layers = ["Conv", "Conv/BatchNorm", "expanded_conv/depthwise", "expanded_conv/project", "stem_conv"]
+    assert _layer_of("expanded_conv/depthwise", layers) == "expanded_conv/depthwise"
+    assert _layer_of("expanded_conv/project/kernel", layers) == "expanded_conv/project"
+    assert _layer_of("model/Conv/BatchNorm/FusedBatchNormV3", layers) == "Conv/BatchNorm"
+    assert _layer_of("model/stem_conv/Conv2D", layers) == "stem_conv"
+    message = ("Could not prune node group [model/stem_conv/Conv2D, model/expanded_conv/project/Conv2D], "
+               "reason: output of a concat.")
+    assert _group_refusals([message], layers) == [{"layers": ["expanded_conv/project", "stem_conv"],
+                                                   "reason": "output of a concat"}]

@@ -249,3 +249,150 @@ def test_separable_and_valid_convs_absorb_nonzero_constants(rng):
     assert shrunk.get_layer("sep").get_weights()[0].shape == (3, 3, 5, 2)
     assert shrunk.get_layer("valid").use_bias  # gained a bias for the folded constants
     assert not info["skipped"]
+
+
+def _zero_like_nncf(model, rng) -> None:
+    """Zero the even output filters of every conv (pointwise kernel of a separable one) but the last, the way NNCF's strip leaves a
+    pruned group: kernel and the following BatchNorm's gamma; beta too on every other such
+    layer (the rest turn into nonzero constants); a conv without BatchNorm (squeeze-excite)
+    loses its kernel slice and bias."""
+    convs = [layer for layer in model.layers if layer.__class__.__name__ in ("Conv2D", "SeparableConv2D")]
+    for index, conv in enumerate(convs[:-1]):
+        weights = conv.get_weights()
+        weights[1 if conv.__class__.__name__ == "SeparableConv2D" else 0][..., ::2] = 0
+        consumer = conv.outbound_nodes[0].layer
+        if consumer.__class__.__name__ == "BatchNormalization":
+            gamma, beta, mean, variance = consumer.get_weights()
+            gamma[::2] = 0
+            if index % 2 == 0:
+                beta[::2] = 0
+            consumer.set_weights([gamma, beta, mean, variance])
+        elif conv.use_bias:
+            weights[1][::2] = 0
+        conv.set_weights(weights)
+
+
+@pytest.mark.parametrize(("arch", "kwargs", "low", "macs_ratio"), [
+    pytest.param("MobileNetV3Small", {"alpha": 0.75, "include_preprocessing": True}, 0.0, 0.75, id="MobileNetV3Small"),
+    pytest.param("MobileNetV2", {"alpha": 0.35}, -1.0, 0.75, id="MobileNetV2"),
+    *(pytest.param(arch, kwargs, low, 0.75, id=arch, marks=pytest.mark.slow) for arch, kwargs, low in (
+        ("MobileNetV3Large", {"alpha": 0.75, "include_preprocessing": True}, 0.0),
+        ("EfficientNetB0", {}, 0.0),
+        ("ResNet50V2", {}, -1.0),
+        ("DenseNet121", {}, -1.0),
+        ("NASNetMobile", {}, -1.0),
+    )),
+])
+def test_keras_applications_shrink_to_the_same_logits(arch, kwargs, low, macs_ratio, rng, tmp_path):
+    """Real architectures nobody here wrote: hard-swish and its TFOpLambda ops, squeeze-excite
+    Multiply, built-in Rescaling, ReLU6, ZeroPadding, inverted residuals."""
+    import tensorflow as tf
+
+    from edgeprune.modelstats import model_stats
+    from edgeprune.prune.shrink import shrink_model
+
+    model = getattr(tf.keras.applications, arch)(input_shape=(32, 32, 3), weights=None, classes=10,
+                                                 classifier_activation=None, **kwargs)
+    _randomise_batchnorm(model, rng)
+    _zero_like_nncf(model, rng)
+    shrunk, info = shrink_model(model)
+
+    x = rng.uniform(low, 1.0 if low < 0 else 255.0, (8, 32, 32, 3)).astype("float32")
+    masked_logits = model(x, training=False).numpy()
+    assert np.abs(masked_logits).max() > 1e-2  # the comparison below means something
+    assert np.abs(masked_logits - shrunk(x, training=False).numpy()).max() < TOLERANCE
+    assert model_stats(shrunk)["macs"] < macs_ratio * model_stats(model)["macs"]
+    assert all("\n" not in item["reason"] for item in info["skipped"])
+    assert {item["kind"] for item in info["skipped"] if item["zero_filters_kept"] is None} <= {"Flatten"}
+    if arch != "MobileNetV3Small":
+        return
+    assert {layer.__class__.__name__ for layer in shrunk.layers} >= {"TFOpLambda", "Multiply", "Rescaling"}
+    path = tmp_path / "shrunk.h5"  # TFOpLambda layers save and reload
+    shrunk.save(path)
+    reloaded = tf.keras.models.load_model(path, compile=False)
+    assert np.abs(reloaded(x, training=False).numpy() - masked_logits).max() < TOLERANCE
+
+
+def test_layer_without_a_rule_is_a_barrier_with_its_reason(rng):
+    """LayerNormalization mixes channels and a reduction over the channel axis does too: the
+    channels around them stay, the report names them, and the logits do not change."""
+    import tensorflow as tf
+
+    from edgeprune.prune.shrink import shrink_model
+
+    inputs = tf.keras.Input((6, 6, 2))
+    x = tf.keras.layers.Conv2D(8, 3, padding="same", name="a_conv")(inputs)
+    x = tf.keras.layers.LayerNormalization(name="norm")(x)
+    x = tf.keras.layers.Conv2D(8, 1, name="b_conv")(x)
+    x = x * 2.0 + 1.0  # elementwise TFOpLambda: followed
+    y = tf.keras.layers.Conv2D(8, 1, name="c_conv")(x)
+    x = tf.keras.layers.Concatenate()([y, tf.reduce_mean(x, axis=-1, keepdims=True)])
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(3, name="head")(x))
+    for name in ("a_conv", "b_conv", "c_conv"):
+        weights = model.get_layer(name).get_weights()
+        weights[0][..., :3], weights[1][:3] = 0, 0
+        model.get_layer(name).set_weights(weights)
+    shrunk, info = shrink_model(model)
+
+    assert _max_logit_diff(model, shrunk, rng, (6, 6, 2)) < TOLERANCE
+    filters = _filters(info)
+    assert filters["a_conv"] == (8, 8) and filters["b_conv"] == (8, 8)
+    assert filters["c_conv"] == (8, 5)
+    barriers = {item["layer"]: item["reason"] for item in info["skipped"] if item["zero_filters_kept"] is None}
+    assert "layer type not supported" in barriers["norm"]
+    assert any("reduce_mean over the channel axis" in reason for reason in barriers.values())
+    kept = {item["layer"]: item["reason"] for item in info["skipped"] if item["zero_filters_kept"]}
+    assert "norm (LayerNormalization)" in kept["a_conv"]
+
+
+def test_squeeze_excite_gate_channels_go_with_their_zero_features(rng):
+    """A feature channel that is zero makes its squeeze-excite gate channel (live, from a conv
+    NNCF did not prune) unused: both go, and the excite conv loses those filters."""
+    import tensorflow as tf
+
+    from edgeprune.prune.shrink import shrink_model
+
+    inputs = tf.keras.Input((6, 6, 3))
+    x = tf.keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="a_conv")(inputs)
+    x = tf.keras.layers.BatchNormalization(name="a_bn")(x)
+    x = tf.keras.layers.Activation("swish")(x)
+    gate = tf.keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    gate = tf.keras.layers.Conv2D(4, 1, activation="relu", name="squeeze")(gate)
+    gate = tf.keras.layers.Conv2D(8, 1, name="excite")(gate)
+    gate = tf.keras.activations.hard_sigmoid(gate)  # TFOpLambda ops on the gate
+    x = tf.keras.layers.Multiply()([x, gate])
+    x = tf.keras.layers.Conv2D(5, 3, padding="same", name="b_conv")(x)
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(3, name="head")(x))
+    _randomise_batchnorm(model, rng)
+    _zero_filters(model, "a_conv", [1, 2, 6], batchnorm=False)
+    bn = model.get_layer("a_bn")
+    gamma, beta, mean, variance = bn.get_weights()
+    gamma[[1, 2, 6]], beta[[1, 2, 6]] = 0, 0
+    bn.set_weights([gamma, beta, mean, variance])
+    shrunk, info = shrink_model(model)
+
+    assert _max_logit_diff(model, shrunk, rng, (6, 6, 3)) < TOLERANCE
+    assert _filters(info)["a_conv"] == (8, 5)
+    assert _filters(info)["excite"] == (8, 5)
+    assert shrunk.get_layer("b_conv").get_weights()[0].shape == (3, 3, 5, 5)
+    assert not info["skipped"]
+
+
+def test_zero_filter_mask_is_one_definition_for_every_prunable_kind():
+    from edgeprune.modelstats import zero_filter_mask
+
+    depthwise = np.ones((3, 3, 2, 2), "float32")  # channel c, multiplier j -> output c*2 + j
+    depthwise[..., 1, 0] = 0
+    assert zero_filter_mask("DepthwiseConv2D", [depthwise]).tolist() == [False, False, True, False]
+    pointwise = np.ones((1, 1, 4, 3), "float32")
+    pointwise[..., 2] = 0
+    separable = [np.zeros((3, 3, 2, 2), "float32"), pointwise, np.ones(3, "float32")]
+    assert zero_filter_mask("SeparableConv2D", separable).tolist() == [False, False, True]
+    dense = np.ones((5, 2), "float32")
+    dense[:, 0] = 0
+    dense[0, 0] = -1e-30  # tiny but not zero: the filter is alive
+    assert zero_filter_mask("Dense", [dense, np.zeros(2)]).tolist() == [False, False]
+    with pytest.raises(EdgepruneError, match="not BatchNormalization"):
+        zero_filter_mask("BatchNormalization", [np.ones(2)])

@@ -23,7 +23,6 @@ import warnings
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
 
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
@@ -57,7 +56,7 @@ class NNCFFilterConfig:
         if (self.target is None) == (self.flops_target is None):
             raise EdgepruneError("give exactly one of target and flops target, got "
                                  f"target={self.target} flops_target={self.flops_target}")
-        level = self.target if self.target is not None else self.flops_target
+        level = self.level
         name = "target" if self.target is not None else "flops target"
         if not 0 < level < 1:
             raise EdgepruneError(f"{name} must be in (0, 1), got {level}")
@@ -76,6 +75,14 @@ class NNCFFilterConfig:
             raise EdgepruneError(f"learning rate must be > 0, got {self.learning_rate}")
 
     @property
+    def level(self) -> float:
+        """The requested level: the filter target, else the FLOPs target."""
+        level = self.target if self.target is not None else self.flops_target
+        if level is None:
+            raise EdgepruneError("give exactly one of target and flops target, got neither")
+        return float(level)
+
+    @property
     def pruning_steps(self) -> int:
         """Epochs over which the level rises to the target: all but the last epoch, so at
         least one full epoch fine-tunes at the target level."""
@@ -83,7 +90,7 @@ class NNCFFilterConfig:
 
     def level_at_epoch(self, epoch: int) -> float:
         """NNCF's exponential schedule: density decays from 1-init to 1-target."""
-        target = self.target if self.target is not None else self.flops_target
+        target = self.level
         last = self.pruning_steps - 1
         if last <= 0 or epoch >= last:
             return float(target)
@@ -162,27 +169,27 @@ def _quiet_nncf():
 
 def _zero_filter_counts(model) -> dict[str, tuple[int, int]]:
     """layer name -> (filters, filters whose kernel slice is all zero) for conv layers."""
-    counts = {}
-    for layer in model.layers:
-        kind = layer.__class__.__name__
-        if kind not in ("Conv2D", "SeparableConv2D", "DepthwiseConv2D"):
-            continue
-        kernel = layer.get_weights()[1 if kind == "SeparableConv2D" else 0]
-        if kind == "DepthwiseConv2D":
-            per_filter = kernel.reshape(-1, kernel.shape[2] * kernel.shape[3])
-        else:
-            per_filter = kernel.reshape(-1, kernel.shape[-1])
-        zero = int((np.abs(per_filter).max(axis=0) == 0).sum())
-        counts[layer.name] = (int(per_filter.shape[1]), zero)
-    return counts
+    from edgeprune.modelstats import layer_stats
+
+    return {stats.name: (stats.filters, stats.filters_zero) for stats in layer_stats(model)
+            if stats.kind in ("Conv2D", "SeparableConv2D", "DepthwiseConv2D")}
 
 
-def _group_refusals(messages: list[str]) -> list[dict]:
+def _layer_of(node_name: str, layer_names: list[str]) -> str:
+    """The model layer an NNCF node or weight name belongs to (`scope/layer/op`, `layer/kernel`);
+    Keras layer names may hold '/' themselves (MobileNetV3's `expanded_conv/depthwise`), so
+    the longest layer name found between slashes wins."""
+    padded = f"/{node_name}/"
+    found = [name for name in layer_names if f"/{name}/" in padded]
+    return max(found, key=len) if found else node_name.split("/")[0]
+
+
+def _group_refusals(messages: list[str], layer_names: list[str]) -> list[dict]:
     refusals = []
     for message in messages:
         nodes, _, reason = message.partition("], reason: ")
         names = nodes.removeprefix("Could not prune node group [").split(", ")
-        layers = sorted({name.split("/")[1] if "/" in name else name for name in names})
+        layers = sorted({_layer_of(name, layer_names) for name in names})
         refusals.append({"layers": layers, "reason": reason.rstrip(".")})
     return refusals
 
@@ -225,7 +232,8 @@ def nncf_filter_prune(model: "tf.keras.Model", dataset: Dataset, config: NNCFFil
         except Exception as error:  # NNCF raises many types on graphs it cannot trace
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise EdgepruneError(f"NNCF cannot filter-prune this model: {first_line}") from error
-        refusals = _group_refusals(captured.refused)
+        layer_names = [layer.name for layer in model.layers]
+        refusals = _group_refusals(captured.refused, layer_names)
         full = controller.statistics().filter_pruning.model_statistics
         flops_before, params_before = int(full.full_flops), int(full.full_params_num)
         filters_before = int(full.full_filters_num)
@@ -242,14 +250,18 @@ def nncf_filter_prune(model: "tf.keras.Model", dataset: Dataset, config: NNCFFil
         history = compressed.fit(pipeline, epochs=config.epochs, verbose=0, callbacks=[*callbacks, bar])
         stats = controller.statistics().filter_pruning
         reached = stats.model_statistics
-        pruned_layers = sorted({summary.name.split("/")[0] for summary in reached.pruned_layers_summary})
+        pruned_layers = sorted({_layer_of(summary.name, layer_names) for summary in reached.pruned_layers_summary})
         stripped = controller.strip()
 
     zero_counts = _zero_filter_counts(stripped)
     conv_layers = list(zero_counts)
     left_alone = [name for name in conv_layers if name not in pruned_layers]
     reasons = {layer: refusal["reason"] for refusal in refusals for layer in refusal["layers"]}
-    level_requested = config.target if config.target is not None else config.flops_target
+    if conv_layers and not pruned_layers:
+        first = left_alone[0]
+        raise EdgepruneError(f"NNCF pruned no filters: it left all {len(conv_layers)} conv layers alone "
+                             f"(first: {first}, {reasons.get(first, 'not selected by its pruning analysis')})")
+    level_requested = config.level
     pruned_filters = sum(zero_counts[name][0] for name in pruned_layers if name in zero_counts)
     pruned_zero = sum(zero_counts[name][1] for name in pruned_layers if name in zero_counts)
     info = {
