@@ -302,7 +302,7 @@ def evaluate_autoattack(model_paths: Sequence[str | os.PathLike], *, eps: float,
                         seed: int = 0, batch_size: int = 128, allow_unsafe: bool = False,
                         progress: bool = False) -> dict[str, Any]:
     """AutoAttack on each model: Keras models get all stages, .tflite/.xml the black-box Square."""
-    from edgeprune.attacks.autoattack import AutoAttackConfig, numpy_predict, run_autoattack
+    from edgeprune.attacks.autoattack import AutoAttackConfig, bucketed_predict, numpy_predict, run_autoattack
     from edgeprune.attacks.runner import logits_function
     from edgeprune.runtime import load
 
@@ -322,11 +322,8 @@ def evaluate_autoattack(model_paths: Sequence[str | os.PathLike], *, eps: float,
             model_fn, _ = logits_function(_keras_only(path, "AutoAttack", allow_unsafe), probe=x)
             predict = numpy_predict(model_fn, batch_size)
         else:
-            predictor = load(path, allow_unsafe=allow_unsafe)
             model_fn = None
-
-            def predict(batch, _p=predictor):
-                return _p.predict(batch, batch_size)
+            predict = bucketed_predict(load(path, allow_unsafe=allow_unsafe).predict, batch_size)
         result = run_autoattack(model_fn, x, y, config, predict=predict, progress=progress)
         rows.append({"label": path.name, "path": str(path), "sha256": sha256_file(path),
                      **{k: v for k, v in result.summary().items() if k not in ("schema", "config")},

@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 
 from edgeprune.attacks import checks
-from edgeprune.attacks.apgd import apgd, normalize_norm
+from edgeprune.attacks.apgd import apgd
 from edgeprune.attacks.fab import fab
+from edgeprune.attacks.norms import Norm, parse_norm, project
 from edgeprune.attacks.square import square_attack
 
 SCHEMA = "edgeprune.autoattack/1"
@@ -72,7 +73,7 @@ class AutoAttackConfig:
     def __post_init__(self) -> None:
         if not (np.isfinite(self.eps) and self.eps > 0):
             raise ValueError(f"eps must be a finite number > 0, got {self.eps}")
-        object.__setattr__(self, "norm", "linf" if normalize_norm(self.norm) == "inf" else "l2")
+        object.__setattr__(self, "norm", parse_norm(self.norm).value)
         if self.version not in VERSIONS:
             raise ValueError(f"version must be one of {', '.join(VERSIONS)}, got {self.version!r}")
         unknown = [s for s in self.stages if s not in STAGES]
@@ -143,12 +144,6 @@ def _seed(seed: int, stage: int, start: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(stage), int(start)]).generate_state(1)[0])
 
 
-def _project(x_adv: np.ndarray, x: np.ndarray, eps: float, norm: str) -> np.ndarray:
-    from edgeprune.attacks.runner import project
-
-    return project(x_adv, x, eps, norm)
-
-
 def numpy_predict(model_fn: Callable, batch_size: int = 256) -> Callable[[np.ndarray], np.ndarray]:
     """A numpy logits function from a TF `model_fn` (compiled, batched): Square's interface."""
     import tensorflow as tf
@@ -164,6 +159,35 @@ def numpy_predict(model_fn: Callable, batch_size: int = 256) -> Callable[[np.nda
         outputs = [np.asarray(compiled[key](tf.constant(x[i:i + batch_size], tf.float32)), np.float32)
                    for i in range(0, len(x), batch_size)]
         return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+
+    return predict
+
+
+def bucket_size(n: int, batch_size: int) -> int:
+    """The batch a query of n rows runs at: the next power of two, at most `batch_size`."""
+    return batch_size if n >= batch_size else min(batch_size, 1 << max(n - 1, 0).bit_length())
+
+
+def bucketed_predict(predict_fn: Callable[[np.ndarray, int], np.ndarray],
+                     batch_size: int = 256) -> Callable[[np.ndarray], np.ndarray]:
+    """A runtime model's `predict(x, batch_size)` with every query padded to a few batch sizes.
+
+    Square queries the points still robust, one fewer every time one is fooled; a TFLite
+    interpreter re-allocates and an OpenVINO model recompiles for every new batch size, so
+    queries are padded (repeating the last row) to the next power of two: at most
+    log2(batch_size) + 1 shapes per run. Rows are independent, so the logits are the same.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        n = len(x)
+        if n == 0 or n >= batch_size:
+            return np.asarray(predict_fn(x, batch_size), np.float32)
+        size = bucket_size(n, batch_size)
+        padded = np.concatenate([x, np.repeat(x[-1:], size - n, axis=0)]) if size > n else x
+        return np.asarray(predict_fn(padded, size), np.float32)[:n]
 
     return predict
 
@@ -191,7 +215,7 @@ def _stage_attack(stage: str, params: dict, model_fn: Callable | None, predict: 
         else:
             cand = fab(model_fn, x[idx], y[idx], eps=eps, norm=norm, seed=seed + rank,
                        steps=params["steps"], target_class_rank=rank)
-        cand = _project(cand, x[idx], eps, "linf" if norm == "inf" else "l2")
+        cand = project(cand, x[idx], eps, norm)
         fooled = predict(cand).argmax(axis=1) != y[idx]
         x_adv[idx[fooled]] = cand[fooled]
         alive[idx[fooled]] = False
@@ -212,7 +236,7 @@ def run_autoattack(model_fn: Callable | None, x, y, config: AutoAttackConfig, *,
         raise ValueError("run_autoattack needs model_fn (white-box) or predict (black-box)")
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.int64).reshape(-1)
-    norm = "inf" if config.norm == "linf" else "2"
+    norm = parse_norm(config.norm)
     predict = predict or numpy_predict(model_fn, config.batch_size)
     clean_logits = np.asarray(predict(x), np.float32)
     num_classes = clean_logits.shape[1]
@@ -237,7 +261,7 @@ def run_autoattack(model_fn: Callable | None, x, y, config: AutoAttackConfig, *,
     for stage_index, stage in enumerate(config.stages):
         params = config.params(stage)
         skip = None
-        if stage in LINF_ONLY and norm != "inf":
+        if stage in LINF_ONLY and norm != Norm.LINF:
             skip = "skipped: L-inf only"
         elif stage != "square" and model_fn is None:
             skip = "skipped: needs gradients (Keras model)"
@@ -257,7 +281,7 @@ def run_autoattack(model_fn: Callable | None, x, y, config: AutoAttackConfig, *,
                 cand = _stage_attack(stage, params, model_fn, predict, x[idx], y[idx], eps=config.eps,
                                      norm=norm, seed=_seed(config.seed, stage_index, start),
                                      num_classes=num_classes)
-                cand = _project(cand, x[idx], config.eps, config.norm)
+                cand = project(cand, x[idx], config.eps, config.norm)
                 fooled = np.asarray(predict(cand)).argmax(axis=1) != y[idx]
                 x_adv[idx[fooled]] = cand[fooled]
                 robust[idx[fooled]] = False
