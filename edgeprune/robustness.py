@@ -53,14 +53,14 @@ def robust_accuracy_at(norms: np.ndarray, eps: float) -> float:
     return float(np.mean(norms > eps)) if len(norms) else float("nan")
 
 
-def accuracy_curve(norms: np.ndarray, eps_values: Sequence[float]) -> np.ndarray:
+def accuracy_curve(norms: np.ndarray, eps_values: Sequence[float] | np.ndarray) -> np.ndarray:
     """Robust accuracy at each eps (monotone non-increasing in eps)."""
     norms = np.sort(np.asarray(norms, np.float64))
-    eps_values = np.asarray(eps_values, np.float64)
+    eps_array = np.asarray(eps_values, np.float64)
     if not len(norms):
-        return np.full(len(eps_values), np.nan)
+        return np.full(len(eps_array), np.nan)
     # Count of norms <= eps, by binary search: exact and monotone.
-    return 1.0 - np.searchsorted(norms, eps_values, side="right") / len(norms)
+    return 1.0 - np.searchsorted(norms, eps_array, side="right") / len(norms)
 
 
 def median_norm(norms: np.ndarray) -> float:
@@ -195,15 +195,15 @@ def plot_curves(curves: Sequence[RobustnessCurve], destination: str | os.PathLik
 def curves_report(curves: Sequence[RobustnessCurve], *, dataset: dict, eps_report: Sequence[float] = (),
                   points: int = 101, grid: Sequence[float] | None = None) -> dict[str, Any]:
     """JSON-ready curves on `grid` (default: 0 .. 1.05 x the largest finite norm, `points` values)."""
-    grid = eps_grid(curves, points) if grid is None else np.asarray(grid, np.float64)
+    grid_values = eps_grid(curves, points) if grid is None else np.asarray(grid, np.float64)
     return {
         "schema": SCHEMA,
         "norm": curves[0].norm if curves else None,
         "dataset": dataset,
         "eps_report": list(eps_report),
-        "grid": [float(e) for e in grid],
+        "grid": [float(e) for e in grid_values],
         "models": [c.summary(eps_report) for c in curves],
-        "curves": {c.label: [float(a) for a in accuracy_curve(c.norms, grid)] for c in curves},
+        "curves": {c.label: [float(a) for a in accuracy_curve(c.norms, grid_values)] for c in curves},
         "versions": versions(),
     }
 
@@ -256,7 +256,7 @@ def _load_split(dataset_spec: str | None, model_paths: Sequence[Path], limit: in
         names.discard(None)
         if len(names) != 1:
             raise EdgepruneError("give --dataset: the models' metadata does not name one dataset")
-        dataset_spec = names.pop()
+        dataset_spec = str(names.pop())
     dataset = load_dataset(dataset_spec, limit_test=limit)
     x, y = dataset.split("test")
     if len(x) == 0:
@@ -402,7 +402,7 @@ def robustness_command(models: Sequence[str], *, curve: bool, autoattack_version
         if eps <= 0:
             raise EdgepruneError(f"--eps must be > 0 for --autoattack, got {eps_text}")
         report = evaluate_autoattack(models, eps=eps, dataset_spec=dataset, limit=limit, norm=norm,
-                                     version=autoattack_version, seed=seed, batch_size=batch_size,
+                                     version=autoattack_version or "standard", seed=seed, batch_size=batch_size,
                                      allow_unsafe=allow_unsafe, progress=progress)
         echo(autoattack_markdown(report))
         if output:

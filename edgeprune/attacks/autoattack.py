@@ -196,12 +196,14 @@ def _stage_attack(stage: str, params: dict, model_fn: Callable | None, predict: 
                   x: np.ndarray, y: np.ndarray, *, eps: float, norm: str, seed: int,
                   num_classes: int) -> np.ndarray:
     """x_adv for one batch of still-robust points under one stage (targets looped inside)."""
-    if stage == "apgd-ce":
-        return apgd(model_fn, x, y, eps=eps, norm=norm, seed=seed, loss="ce", steps=params["steps"],
-                    n_restarts=params["n_restarts"])
     if stage == "square":
         return square_attack(predict, x, y, eps=eps, seed=seed, n_queries=params["n_queries"],
                              p_init=params["p_init"]).x_adv
+    if model_fn is None:
+        raise ValueError(f"stage {stage} needs gradients: a TF model_fn")
+    if stage == "apgd-ce":
+        return apgd(model_fn, x, y, eps=eps, norm=norm, seed=seed, loss="ce", steps=params["steps"],
+                    n_restarts=params["n_restarts"])
     n_targets = min(int(params["n_target_classes"]), num_classes - 1)
     x_adv = x.copy()
     alive = np.ones(len(x), bool)
@@ -232,12 +234,13 @@ def run_autoattack(model_fn: Callable | None, x, y, config: AutoAttackConfig, *,
     """
     from edgeprune.progress import progress_task
 
-    if model_fn is None and predict is None:
-        raise ValueError("run_autoattack needs model_fn (white-box) or predict (black-box)")
+    if predict is None:
+        if model_fn is None:
+            raise ValueError("run_autoattack needs model_fn (white-box) or predict (black-box)")
+        predict = numpy_predict(model_fn, config.batch_size)
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.int64).reshape(-1)
     norm = parse_norm(config.norm)
-    predict = predict or numpy_predict(model_fn, config.batch_size)
     clean_logits = np.asarray(predict(x), np.float32)
     num_classes = clean_logits.shape[1]
     clean_pred = clean_logits.argmax(axis=1).astype(np.int64)

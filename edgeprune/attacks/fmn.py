@@ -228,4 +228,6 @@ def tune_fmn(model_fn: Callable, x, y, *, norm="linf", steps: int = 100,
             key = (med, mean_finite)
             if best_key is None or key < best_key:
                 best_key, best_config = key, config
+    if best_config is None:  # unreachable: the grid is non-empty
+        raise ValueError("tune_fmn found no candidate")
     return TuningResult(config=best_config, table=tuple(rows))

@@ -319,6 +319,8 @@ def run_attack(model, x: np.ndarray, y: np.ndarray, config: AttackConfig, *, pro
     if eps == 0.0:
         x_adv, done = x.copy(), len(x)
     elif spec.kind == "universal" and perturbation is None:
+        if eps is None:
+            raise EdgepruneError(f"attack {spec.name} is universal: it needs eps > 0")
         fit = np.sort(np.random.default_rng(config.seed).permutation(len(x))[:config.params["fit_size"]])
         raw = np.asarray(fn(model_fn, tf.constant(x[fit]), tf.constant(y[fit]), eps=eps, norm=norm,
                             seed=batch_seed(config.seed, len(x) + 1), **config.params), np.float64)
