@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 
 from edgeprune.attacks.checks import as_batch
-from edgeprune.attacks.compiled import cached
+from edgeprune.attacks.compiled import cached, logits_of
 from edgeprune.attacks.norms import Norm, parse_norm, project_tf, steepest_direction_tf
 
 LOSSES = ("ce", "dlr", "dlr-t")
@@ -204,7 +204,7 @@ def apgd(model_fn: Callable, x, y, *, eps: float, norm="linf", seed: int = 0, st
     run = cached(model_fn, ("apgd", loss, norm, tuple(x.shape[1:])),
                  lambda weak_fn: _build_loop(weak_fn, loss, norm, tuple(x.shape[1:])))
     rng = np.random.default_rng(seed)
-    clean_logits = np.asarray(model_fn(tf.constant(x)), dtype=np.float32)
+    clean_logits = logits_of(model_fn, x)
     num_classes = clean_logits.shape[1]
     min_classes = {"ce": 2, "dlr": 3, "dlr-t": 4}[loss]
     if num_classes < min_classes:
@@ -248,7 +248,6 @@ def apgd_targeted(model_fn: Callable, x, y, *, eps: float, norm="linf", seed: in
                   n_target_classes: int = 9, rho: float = 0.75) -> np.ndarray:
     """APGD-T as AutoAttack runs it: targeted DLR towards the classes ranked 2..n+1 by the
     clean logits, each on the points the previous targets did not flip; worst case per point."""
-    import tensorflow as tf
 
     if n_target_classes < 1:
         raise ValueError(f"n_target_classes must be >= 1, got {n_target_classes}")
@@ -257,7 +256,7 @@ def apgd_targeted(model_fn: Callable, x, y, *, eps: float, norm="linf", seed: in
     x_adv = x.copy()
     if len(x) == 0 or eps == 0:
         return x_adv
-    logits = np.asarray(model_fn(tf.constant(x)), np.float32)
+    logits = logits_of(model_fn, x)
     alive = logits.argmax(axis=1) == y
     for rank in range(2, min(n_target_classes, logits.shape[1] - 1) + 2):
         idx = np.flatnonzero(alive)
@@ -265,7 +264,7 @@ def apgd_targeted(model_fn: Callable, x, y, *, eps: float, norm="linf", seed: in
             break
         cand = apgd(model_fn, x[idx], y[idx], eps=eps, norm=norm, seed=seed + rank, steps=steps,
                     loss="dlr-t", target_class_rank=rank, rho=rho)
-        fooled = np.asarray(model_fn(tf.constant(cand))).argmax(axis=1) != y[idx]
+        fooled = logits_of(model_fn, cand).argmax(axis=1) != y[idx]
         x_adv[idx] = cand  # flipped points leave `alive`; the others keep the latest attempt
         alive[idx[fooled]] = False
     return x_adv

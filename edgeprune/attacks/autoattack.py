@@ -35,6 +35,7 @@ import numpy as np
 
 from edgeprune.attacks import checks
 from edgeprune.attacks.apgd import apgd
+from edgeprune.attacks.compiled import logits_of
 from edgeprune.attacks.fab import fab
 from edgeprune.attacks.norms import Norm, parse_norm, project
 from edgeprune.attacks.square import square_attack
@@ -145,20 +146,12 @@ def _seed(seed: int, stage: int, start: int) -> int:
 
 
 def numpy_predict(model_fn: Callable, batch_size: int = 256) -> Callable[[np.ndarray], np.ndarray]:
-    """A numpy logits function from a TF `model_fn` (compiled, batched): Square's interface."""
-    import tensorflow as tf
+    """A numpy logits function from a TF `model_fn` (compiled once, batched): Square's interface.
 
-    compiled: dict[tuple, Callable] = {}
-
+    The closure holds `model_fn` (and so its model) for as long as the caller keeps it.
+    """
     def predict(x: np.ndarray) -> np.ndarray:
-        # One trace per image shape, any batch size (Square's batches shrink every query).
-        key = tuple(x.shape[1:])
-        if key not in compiled:
-            compiled[key] = tf.function(lambda t: model_fn(t),
-                                        input_signature=[tf.TensorSpec((None, *key), tf.float32)])
-        outputs = [np.asarray(compiled[key](tf.constant(x[i:i + batch_size], tf.float32)), np.float32)
-                   for i in range(0, len(x), batch_size)]
-        return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+        return logits_of(model_fn, x, batch_size)
 
     return predict
 

@@ -48,3 +48,26 @@ def cached(model_fn: Callable, key: Hashable, build: Callable[[Callable], T]) ->
     if key not in per_model:
         per_model[key] = build(weak_callable(model_fn))
     return per_model[key]
+
+
+def logits_of(model_fn: Callable, x: Any, batch_size: int = 256) -> Any:
+    """float32 numpy logits of a batch through one compiled forward per (model_fn, image shape).
+
+    Any batch size runs on the same trace; eager Keras calls cost far more per call, and the
+    attacks call this for every clean check, target class and Square query.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    x = np.asarray(x, np.float32)
+    shape = tuple(x.shape[1:])
+
+    def build(fn: Callable) -> Callable:
+        return tf.function(lambda t: tf.cast(fn(t), tf.float32),
+                           input_signature=[tf.TensorSpec((None, *shape), tf.float32)])
+
+    forward = cached(model_fn, ("forward", shape), build)
+    outputs = [forward(tf.constant(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
+    if not outputs:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(outputs)

@@ -26,7 +26,7 @@ import numpy as np
 
 from edgeprune.attacks.apgd import target_classes
 from edgeprune.attacks.checks import as_batch
-from edgeprune.attacks.compiled import cached
+from edgeprune.attacks.compiled import cached, logits_of
 from edgeprune.attacks.norms import Norm, parse_norm, project_linf_hyperplane, project_linf_hyperplane_tf
 
 __all__ = ["fab", "project_linf_hyperplane"]
@@ -116,7 +116,7 @@ def fab(model_fn: Callable, x, y, *, eps: float | None = None, norm="linf", seed
         return x_out
 
     run = cached(model_fn, ("fab-linf", tuple(x.shape[1:])), lambda weak_fn: _build_loop(weak_fn, tuple(x.shape[1:])))
-    clean_logits = np.asarray(model_fn(tf.constant(x)), dtype=np.float32)
+    clean_logits = logits_of(model_fn, x)
     num_classes = clean_logits.shape[1]
     if not 2 <= target_class_rank <= num_classes:
         raise ValueError(f"target_class_rank must be in [2, {num_classes}], got {target_class_rank}")

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeprune.attacks.checks import as_batch
-from edgeprune.attacks.compiled import cached
+from edgeprune.attacks.compiled import cached, logits_of
 from edgeprune.attacks.norms import Norm, clip_delta_tf, lp_norm, lp_norm_tf, parse_norm, per_sample
 
 SCHEDULES = ("cosine", "linear")
@@ -137,7 +137,7 @@ def fmn_norms(model_fn: Callable, x, y, *, norm="linf", eps: float | None = None
     x_adv = x.copy()
     if len(x) == 0:
         return x_adv, norms
-    clean_pred = np.asarray(model_fn(tf.constant(x))).argmax(axis=1)
+    clean_pred = logits_of(model_fn, x).argmax(axis=1)
     todo = np.flatnonzero(clean_pred == y)
     if len(todo) == 0:
         return x_adv, norms

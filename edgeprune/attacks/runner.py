@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune.attacks.compiled import cached
+from edgeprune.attacks.compiled import logits_of
 from edgeprune.attacks.norms import perturbation_norms, project, project_delta
 from edgeprune.attacks.registry import DEFAULT_EPS, AttackSpec, get_attack, normalize_norm
 from edgeprune.errors import EdgepruneError
@@ -368,17 +368,7 @@ def attack_batch(model, x, y, attack: str, *, eps: float | None = None, norm: st
 
 def _predict(model_fn: Callable, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Predicted classes through a compiled forward pass (eager Keras calls cost seconds here)."""
-    import tensorflow as tf
-
-    key = tuple(x.shape[1:])
-
-    def build(weak_fn: Callable) -> Callable:
-        return tf.function(lambda t: tf.argmax(weak_fn(t), axis=1),
-                           input_signature=[tf.TensorSpec((None, *key), tf.float32)])
-
-    forward = cached(model_fn, ("argmax", key), build)
-    preds = [forward(tf.constant(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
-    return np.concatenate(preds).astype(np.int64)
+    return logits_of(model_fn, x, batch_size).argmax(axis=1).astype(np.int64)
 
 
 def _num_classes(model) -> int | None:

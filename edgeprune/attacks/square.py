@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeprune.attacks.checks import as_batch
+from edgeprune.attacks.compiled import logits_of
 from edgeprune.attacks.norms import Norm, parse_norm
 
 # Fractions of a 10,000-query run at which p is halved (Andriushchenko et al., AutoAttack).
@@ -130,9 +131,4 @@ def square(model_fn: Callable, x, y, *, eps: float, norm="linf", seed: int = 0,
     if parse_norm(norm) != Norm.LINF:
         raise ValueError(f"square supports norm 'inf' only, got {norm!r}")
 
-    import tensorflow as tf
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        return np.asarray(model_fn(tf.convert_to_tensor(batch)), dtype=np.float32)
-
-    return square_attack(predict, x, y, eps=eps, seed=seed, n_queries=n_queries, p_init=p_init).x_adv
+    return square_attack(lambda batch: logits_of(model_fn, batch), x, y, eps=eps, seed=seed, n_queries=n_queries, p_init=p_init).x_adv

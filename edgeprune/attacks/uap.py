@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from edgeprune.attacks.compiled import logits_of
 from edgeprune.attacks.deepfool import deepfool
 from edgeprune.attacks.norms import project_delta
 
@@ -49,7 +50,5 @@ def universal_perturbation(model_fn: Callable, x, y, *, eps: float, norm: str, s
 
 
 def _predict(model_fn: Callable, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    import tensorflow as tf
 
-    return np.concatenate([np.argmax(np.asarray(model_fn(tf.constant(x[i:i + batch_size]))), axis=1)
-                           for i in range(0, len(x), batch_size)])
+    return logits_of(model_fn, x, batch_size).argmax(axis=1)
