@@ -25,7 +25,7 @@ import numpy as np
 
 from edgeprune.attacks.checks import as_batch
 from edgeprune.attacks.compiled import cached, logits_of
-from edgeprune.attacks.norms import Norm, parse_norm, project_tf, steepest_direction_tf
+from edgeprune.attacks.norms import Norm, lp_norm, parse_norm, project_tf, steepest_direction_tf
 
 LOSSES = ("ce", "dlr", "dlr-t")
 
@@ -161,7 +161,7 @@ def random_start(x: np.ndarray, eps: np.ndarray, norm: str, rng: np.random.Gener
         delta = rng.uniform(-1.0, 1.0, size=x.shape).astype(np.float32) * eps_b
     else:
         direction = rng.standard_normal(size=x.shape).astype(np.float32)
-        lengths = np.sqrt((direction.reshape(len(x), -1) ** 2).sum(axis=1)).reshape(eps_b.shape)
+        lengths = lp_norm(direction, Norm.L2).astype(np.float32).reshape(eps_b.shape)
         delta = direction / (lengths + 1e-12) * eps_b
     return np.clip(x + delta, 0.0, 1.0).astype(np.float32)
 

@@ -20,6 +20,14 @@ Versions (L-inf; L2 runs the two APGD stages only, since FAB and Square here are
 
 White-box stages need a Keras model (`model_fn` = logits); a `.tflite` / `.xml` model has
 only `predict`, so only Square runs against it (the report marks the others skipped).
+
+Cost: each APGD / FAB-T run (all steps of one target class) is one compiled TF loop over
+every point still robust, traced once per model and image shape (`attacks.compiled`); every
+forward-only query (clean check, success judging, Square) goes through one compiled forward;
+a runtime model's queries are padded to power-of-two batches (`bucketed_predict`) so its
+interpreter is not re-allocated or recompiled as Square's set of robust points shrinks.
+torchattacks' `AutoAttack(version="standard")` runs its gradient stages at 10 steps, not 100:
+compare like with like (benchmarks/autoattack_reference.py).
 `autoattack(model_fn, x, y, *, eps, norm, seed, version)` follows the attack contract
 (transfer sets); `run_autoattack` returns the per-stage report.
 """

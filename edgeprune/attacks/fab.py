@@ -27,7 +27,8 @@ import numpy as np
 from edgeprune.attacks.apgd import target_classes
 from edgeprune.attacks.checks import as_batch
 from edgeprune.attacks.compiled import cached, logits_of
-from edgeprune.attacks.norms import Norm, parse_norm, project_linf_hyperplane, project_linf_hyperplane_tf
+from edgeprune.attacks.norms import (Norm, lp_norm, lp_norm_tf, parse_norm, project_linf_hyperplane,
+                                     project_linf_hyperplane_tf)
 
 __all__ = ["fab", "project_linf_hyperplane"]
 
@@ -68,13 +69,13 @@ def _build_loop(model_fn: Callable, image_shape: tuple) -> Callable:
             deltas = project_linf_hyperplane_tf(tf.concat([flat1, flat0], 0), tf.concat([w, w], 0),
                                                 tf.concat([b, b], 0))
             d1, d0 = deltas[:n], deltas[n:]
-            n1 = tf.maximum(tf.reduce_max(tf.abs(d1), axis=1), 1e-8)
-            n0 = tf.maximum(tf.reduce_max(tf.abs(d0), axis=1), 1e-8)
+            n1 = tf.maximum(lp_norm_tf(d1, Norm.LINF), 1e-8)
+            n0 = tf.maximum(lp_norm_tf(d0, Norm.LINF), 1e-8)
             alpha = tf.clip_by_value(n1 / (n1 + n0), 0.0, alpha_max)[:, None]
             flat_new = tf.clip_by_value((flat1 + eta * d1) * (1.0 - alpha) + (flat0 + eta * d0) * alpha, 0.0, 1.0)
             x1 = tf.reshape(flat_new, tf.shape(x0))
             is_adv = tf.not_equal(tf.argmax(model_fn(x1), axis=1), y)
-            dist = tf.reduce_max(tf.abs(flat_new - flat0), axis=1)
+            dist = lp_norm_tf(flat_new - flat0, Norm.LINF)
             better = is_adv & (dist < best_norm)
             best_norm = tf.where(better, dist, best_norm)
             best_adv = tf.where(as_rows(better), x1, best_adv)
@@ -141,7 +142,7 @@ def fab(model_fn: Callable, x, y, *, eps: float | None = None, norm="linf", seed
             radius = np.minimum(best_norm, radius_cap)
             radius = np.where(np.isfinite(radius), radius, 0.0).astype(np.float32)
             noise = rng.uniform(-1.0, 1.0, size=x0.shape).astype(np.float32)
-            noise /= np.abs(noise.reshape(len(noise), -1)).max(axis=1).reshape(per_image) + 1e-12
+            noise /= lp_norm(noise, Norm.LINF).astype(np.float32).reshape(per_image) + 1e-12
             x1 = np.clip(x0 + 0.5 * radius.reshape(per_image) * noise, 0.0, 1.0)
         norms, advs = (t.numpy() for t in run(x0_tf, tf.constant(x1), y_tf, yt_tf, *settings))
         better = norms < best_norm
