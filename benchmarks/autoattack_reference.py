@@ -108,8 +108,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=200, help="test images attacked (class-stratified)")
     parser.add_argument("--eps", default="1/255,2/255", help="L-inf bounds, comma-separated")
     parser.add_argument("--threads", type=int, default=2, help="threads for torch and TensorFlow")
+    parser.add_argument("--omp-wait-policy", choices=["auto", "active", "passive"], default="auto",
+                        help="torch's OpenMP threads: spinning (active) is fastest on a quiet host and "
+                             "pathological on a busy one (measured: one forward 2.3 s wall with spinning, "
+                             "0.36 s passive, at load 15); auto = passive when the load exceeds --threads")
     parser.add_argument("--torch-python", default="/work/venv-torch/bin/python")
     parser.add_argument("--tf2onnx-python", default="/work/venv-tf2onnx/bin/python")
+    parser.add_argument("--only", choices=["all", "torchattacks", "edgeprune", "edgeprune-10-steps"],
+                        default="all", help="run one part only (to run parts side by side); the table "
+                                            "is written once every part of every eps is cached")
     parser.add_argument("--out", default="benchmarks/results/autoattack_reference", help="output stem")
     parser.add_argument("--force", choices=["none", "edgeprune", "torchattacks", "all"], default="none",
                         help="re-time these sides' attacks (model, images and ONNX are always kept)")
@@ -122,10 +129,13 @@ def run(cmd: list[str], env: dict | None = None) -> str:
     return done.stdout
 
 
-def thread_env(threads: int) -> dict:
+def thread_env(threads: int, wait_policy: str) -> dict:
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
         env[name] = str(threads)
+    if wait_policy == "auto":
+        wait_policy = "passive" if os.getloadavg()[0] > threads else "active"
+    env["OMP_WAIT_POLICY"] = wait_policy.upper()
     return env
 
 
@@ -193,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     check = prepare(args, work)
     if check["max_abs_logit_diff"] > 1e-4:
         raise SystemExit(f"ONNX -> torch logits differ from Keras by {check['max_abs_logit_diff']:.3g}")
-    env = thread_env(args.threads)
+    env = thread_env(args.threads, args.omp_wait_policy)
     script = work / "torch_side.py"
     rows = []
     for eps_text in args.eps.split(","):
@@ -204,7 +214,8 @@ def main(argv: list[str] | None = None) -> None:
             out, seconds, before, after = timed(f"torchattacks eps {eps:.5g}", lambda: run(
                 [args.torch_python, str(script), str(work), str(args.threads), repr(eps)], env=env))
             result = json.loads(out.strip().splitlines()[-1])
-            return {**result, "wall_seconds": round(seconds, 2), "load_before": before, "load_after": after}
+            return {**result, "wall_seconds": round(seconds, 2), "load_before": before, "load_after": after,
+                    "omp_wait_policy": env["OMP_WAIT_POLICY"]}
 
         def edgeprune_side(eps_text: str = eps_text, tag: str = tag) -> dict:
             stem = work / f"edgeprune_{tag}"
@@ -224,13 +235,24 @@ def main(argv: list[str] | None = None) -> None:
 
         redo_ref = args.force in ("torchattacks", "all")
         redo_ours = args.force in ("edgeprune", "all")
-        ref = cached_json(work / f"torchattacks_{tag}.json", reference, redo_ref)
-        ours = cached_json(work / f"edgeprune_{tag}.timing.json", edgeprune_side, redo_ours)
-        same_work = cached_json(work / f"edgeprune_{tag}.torchattacks_steps.json",
-                                lambda eps=eps: like_for_like(work, eps, args.threads), redo_ours)
+        parts = {
+            "torchattacks": (work / f"torchattacks_{tag}.json", reference, redo_ref),
+            "edgeprune": (work / f"edgeprune_{tag}.timing.json", edgeprune_side, redo_ours),
+            "edgeprune-10-steps": (work / f"edgeprune_{tag}.torchattacks_steps.json",
+                                   lambda eps=eps: like_for_like(work, eps, args.threads), redo_ours),
+        }
+        for name, (path, make, redo) in parts.items():
+            if args.only in ("all", name):
+                cached_json(path, make, redo)
+        if not all(path.exists() for path, _, _ in parts.values()):
+            print(f"eps {eps_text}: parts still to run: "
+                  f"{', '.join(n for n, (p, _, _) in parts.items() if not p.exists())}")
+            continue
+        ref, ours, same_work = (json.loads(path.read_text()) for path, _, _ in parts.values())
         rows.append({"eps": eps_text.strip(), "torchattacks": ref, "edgeprune": ours,
                      "edgeprune_torchattacks_steps": same_work})
-    write_results(args, check, rows)
+    if len(rows) == len(args.eps.split(",")):
+        write_results(args, check, rows)
 
 
 # torchattacks 3.5.1's AutoAttack(version="standard") leaves APGD, APGD-T and FAB at their
@@ -281,7 +303,7 @@ def write_results(args: argparse.Namespace, check: dict, rows: list[dict]) -> No
         "exported by tf2onnx 1.16.1 (opset 17), loaded by onnx2torch (max |logit difference| vs Keras "
         f"{check['max_abs_logit_diff']:.2g}, argmax agreement {check['argmax_agreement']:.1%}), attacked by "
         f"`torchattacks.AutoAttack(norm='Linf', version='standard', seed=0)` with torch on {args.threads} "
-        "threads (wall: the whole process, import and ONNX conversion included; attack: the attack call). "
+        f"threads, OMP_WAIT_POLICY={rows[0]['torchattacks'].get('omp_wait_policy', 'unset')} (wall: the whole process, import and ONNX conversion included; attack: the attack call). "
         "edgeprune: the whole `edgeprune evaluate --autoattack standard` command (import, loading, checks, "
         "report).",
         "",
