@@ -314,3 +314,22 @@ def test_square_on_tflite_queries_padded_batches_with_the_same_results(digits_co
     bucketed = square_attack(padded, x, y, eps=EPS, n_queries=60, seed=2)
     assert np.array_equal(direct.x_adv, bucketed.x_adv) and np.array_equal(direct.queries, bucketed.queries)
     assert {n for n, _ in sizes} <= {1, 2, 4, 8, 16, 32, 64, 5}  # only a few shapes reach the runtime
+
+
+def test_compiled_loops_trace_once_across_batches_restarts_and_targets(model_fn, data):
+    from edgeprune.attacks.apgd import apgd
+    from edgeprune.attacks.compiled import cached
+    from edgeprune.attacks.fab import fab
+    from edgeprune.attacks.norms import Norm
+
+    x, y = data
+    shape = tuple(x.shape[1:])
+    for n, steps, rank in ((10, 3, 2), (7, 5, 3), (12, 4, 2)):
+        apgd(model_fn, x[:n], y[:n], eps=EPS, steps=steps, loss="dlr-t", target_class_rank=rank, n_restarts=2)
+        fab(model_fn, x[:n], y[:n], steps=steps, target_class_rank=rank, n_restarts=2)
+
+    def unbuilt(_fn):
+        raise AssertionError("the loop should already be cached")
+
+    for key in (("apgd", "dlr-t", Norm.LINF, shape), ("fab-linf", shape)):
+        assert cached(model_fn, key, unbuilt).experimental_get_tracing_count() == 1
