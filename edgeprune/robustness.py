@@ -52,14 +52,14 @@ def robust_accuracy_at(norms: np.ndarray, eps: float) -> float:
     return float(np.mean(norms > eps)) if len(norms) else float("nan")
 
 
-def accuracy_curve(norms: np.ndarray, eps_values: Sequence[float]) -> np.ndarray:
+def accuracy_curve(norms: np.ndarray, eps_values: Sequence[float] | np.ndarray) -> np.ndarray:
     """Robust accuracy at each eps (monotone non-increasing in eps)."""
     norms = np.sort(np.asarray(norms, np.float64))
-    eps_values = np.asarray(eps_values, np.float64)
+    eps_array = np.asarray(eps_values, np.float64)
     if not len(norms):
-        return np.full(len(eps_values), np.nan)
+        return np.full(len(eps_array), np.nan)
     # Count of norms <= eps, by binary search: exact and monotone.
-    return 1.0 - np.searchsorted(norms, eps_values, side="right") / len(norms)
+    return 1.0 - np.searchsorted(norms, eps_array, side="right") / len(norms)
 
 
 def median_norm(norms: np.ndarray) -> float:
@@ -194,15 +194,15 @@ def plot_curves(curves: Sequence[RobustnessCurve], destination: str | os.PathLik
 def curves_report(curves: Sequence[RobustnessCurve], *, dataset: dict, eps_report: Sequence[float] = (),
                   points: int = 101, grid: Sequence[float] | None = None) -> dict[str, Any]:
     """JSON-ready curves on `grid` (default: 0 .. 1.05 x the largest finite norm, `points` values)."""
-    grid = eps_grid(curves, points) if grid is None else np.asarray(grid, np.float64)
+    grid_values = eps_grid(curves, points) if grid is None else np.asarray(grid, np.float64)
     return {
         "schema": SCHEMA,
         "norm": curves[0].norm if curves else None,
         "dataset": dataset,
         "eps_report": list(eps_report),
-        "grid": [float(e) for e in grid],
+        "grid": [float(e) for e in grid_values],
         "models": [c.summary(eps_report) for c in curves],
-        "curves": {c.label: [float(a) for a in accuracy_curve(c.norms, grid)] for c in curves},
+        "curves": {c.label: [float(a) for a in accuracy_curve(c.norms, grid_values)] for c in curves},
         "versions": versions(),
     }
 
@@ -249,7 +249,7 @@ def _load_split(dataset_spec: str | None, model_paths: Sequence[Path], limit: in
         names.discard(None)
         if len(names) != 1:
             raise EdgepruneError("give --dataset: the models' metadata does not name one dataset")
-        dataset_spec = names.pop()
+        dataset_spec = str(names.pop())
     dataset = load_dataset(dataset_spec, limit_test=limit)
     x, y = dataset.split("test")
     if len(x) == 0:
@@ -295,7 +295,7 @@ def evaluate_autoattack(model_paths: Sequence[str | os.PathLike], *, eps: float,
                         seed: int = 0, batch_size: int = 128, allow_unsafe: bool = False,
                         progress: bool = False) -> dict[str, Any]:
     """AutoAttack on each model: Keras models get all stages, .tflite/.xml the black-box Square."""
-    from edgeprune.attacks.autoattack import AutoAttackConfig, numpy_predict, run_autoattack
+    from edgeprune.attacks.autoattack import AutoAttackConfig, bucketed_predict, numpy_predict, run_autoattack
     from edgeprune.attacks.runner import logits_function
     from edgeprune.runtime import load
 
@@ -315,11 +315,8 @@ def evaluate_autoattack(model_paths: Sequence[str | os.PathLike], *, eps: float,
             model_fn, _ = logits_function(_keras_only(path, "AutoAttack", allow_unsafe), probe=x)
             predict = numpy_predict(model_fn, batch_size)
         else:
-            predictor = load(path, allow_unsafe=allow_unsafe)
             model_fn = None
-
-            def predict(batch, _p=predictor):
-                return _p.predict(batch, batch_size)
+            predict = bucketed_predict(load(path, allow_unsafe=allow_unsafe).predict, batch_size)
         result = run_autoattack(model_fn, x, y, config, predict=predict, progress=progress)
         rows.append({"label": path.name, "path": str(path), "sha256": sha256_file(path),
                      **{k: v for k, v in result.summary().items() if k not in ("schema", "config")},
@@ -394,7 +391,7 @@ def robustness_command(models: Sequence[str], *, curve: bool, autoattack_version
         if eps <= 0:
             raise EdgepruneError(f"--eps must be > 0 for --autoattack, got {eps_text}")
         report = evaluate_autoattack(models, eps=eps, dataset_spec=dataset, limit=limit, norm=norm,
-                                     version=autoattack_version, seed=seed, batch_size=batch_size,
+                                     version=autoattack_version or "standard", seed=seed, batch_size=batch_size,
                                      allow_unsafe=allow_unsafe, progress=progress)
         echo(autoattack_markdown(report))
         if output:

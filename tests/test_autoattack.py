@@ -216,3 +216,114 @@ def test_evaluate_autoattack_cli(digits_model, digits_converted, tmp_path):
     assert bad.exit_code == 2 and "eps" in bad.output
     bad = runner.invoke(main, ["evaluate", str(digits_model[0]), "--autoattack", "fast", "--curve"])
     assert bad.exit_code == 2 and "--curve" in bad.output
+
+
+def test_one_norm_vocabulary_and_projections_agree():
+    import tensorflow as tf
+
+    from edgeprune.attacks.norms import (Norm, lp_norm, lp_norm_tf, parse_norm, project, project_linf_hyperplane,
+                                         project_linf_hyperplane_tf, project_tf)
+    from edgeprune.attacks.registry import normalize_norm
+    from edgeprune.errors import EdgepruneError
+
+    for spelling in ("linf", "Linf", "inf", np.inf, float("inf"), Norm.LINF):
+        assert parse_norm(spelling) is Norm.LINF and normalize_norm(spelling) == "linf"
+    for spelling in ("l2", "L2", "2", 2, 2.0, Norm.L2):
+        assert parse_norm(spelling) is Norm.L2 and normalize_norm(spelling) == "l2"
+    with pytest.raises(EdgepruneError, match="norm"):
+        parse_norm("l3")
+    with pytest.raises(ValueError, match="norm"):  # attacks' own validation stays a ValueError
+        parse_norm("hinge")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (5, 4, 4, 3)).astype(np.float32)
+    far = np.clip(x + rng.normal(0, 0.5, x.shape), -1, 2).astype(np.float32)
+    for norm, eps in ((Norm.LINF, 0.05), (Norm.L2, 0.3)):
+        numpy_side = project(far, x, eps, norm)
+        tf_side = project_tf(tf.constant(far), tf.constant(x), tf.constant(np.full(5, eps, np.float32)), norm)
+        assert np.allclose(numpy_side, tf_side.numpy(), atol=1e-5)
+        assert lp_norm(numpy_side - x, norm).max() <= eps + 1e-6
+        assert np.allclose(lp_norm(far - x, norm), lp_norm_tf(tf.constant(far - x), norm).numpy(), rtol=1e-5)
+    # FAB's projection: the compiled (float32) version lands where the exact numpy one does.
+    points, w = rng.uniform(0, 1, (16, 300)), rng.normal(size=(16, 300))
+    b = (w * points).sum(axis=1) + rng.normal(size=16) * 2
+    exact = project_linf_hyperplane(points, w, b)
+    compiled = project_linf_hyperplane_tf(*(tf.constant(a, tf.float32) for a in (points, w, b))).numpy()
+    assert np.allclose(exact, compiled, atol=1e-4)
+
+
+def test_compile_cache_reuses_traces_and_frees_models():
+    import gc
+    import weakref
+
+    from edgeprune.attacks.compiled import cached
+
+    builds = []
+
+    def build(fn):
+        builds.append(fn)
+        return lambda v: fn(v) + 1
+
+    def model_fn(v):
+        return 2 * v
+
+    first = cached(model_fn, ("k", 1), build)
+    assert cached(model_fn, ("k", 1), build) is first and len(builds) == 1
+    assert first(3) == 7  # reaches model_fn while the caller holds it
+    cached(model_fn, ("k", 2), build)
+    assert len(builds) == 2
+    ref = weakref.ref(model_fn)
+    del model_fn, first
+    gc.collect()
+    assert ref() is None, "a cache entry must not keep its logits function (and model) alive"
+
+
+def test_fab_batched_equals_one_sample_at_a_time(model_fn, data):
+    from edgeprune.attacks.fab import fab
+
+    x, y = data
+    x, y = x[:6], y[:6]
+    batched = fab(model_fn, x, y, steps=10, target_class_rank=2)
+    single = np.concatenate([fab(model_fn, x[i:i + 1], y[i:i + 1], steps=10, target_class_rank=2)
+                             for i in range(len(x))])
+    assert np.allclose(batched, single, atol=1e-5)
+
+
+def test_square_on_tflite_queries_padded_batches_with_the_same_results(digits_converted, data):
+    from edgeprune.attacks.autoattack import bucket_size, bucketed_predict
+    from edgeprune.attacks.square import square_attack
+    from edgeprune.runtime import load
+
+    x, y = data
+    predictor = load(digits_converted("tflite", "fp32")[0])
+    sizes = []
+
+    def recording(batch, batch_size):
+        sizes.append((len(batch), batch_size))
+        return predictor.predict(batch, batch_size)
+
+    padded = bucketed_predict(recording, 64)
+    assert np.allclose(padded(x[:5]), predictor.predict(x[:5], 64), atol=1e-6)
+    assert [bucket_size(n, 64) for n in (1, 2, 3, 5, 33, 64, 100)] == [1, 2, 4, 8, 64, 64, 64]
+    direct = square_attack(lambda b: predictor.predict(b, 64), x, y, eps=EPS, n_queries=60, seed=2)
+    bucketed = square_attack(padded, x, y, eps=EPS, n_queries=60, seed=2)
+    assert np.array_equal(direct.x_adv, bucketed.x_adv) and np.array_equal(direct.queries, bucketed.queries)
+    assert {n for n, _ in sizes} <= {1, 2, 4, 8, 16, 32, 64, 5}  # only a few shapes reach the runtime
+
+
+def test_compiled_loops_trace_once_across_batches_restarts_and_targets(model_fn, data):
+    from edgeprune.attacks.apgd import apgd
+    from edgeprune.attacks.compiled import cached
+    from edgeprune.attacks.fab import fab
+    from edgeprune.attacks.norms import Norm
+
+    x, y = data
+    shape = tuple(x.shape[1:])
+    for n, steps, rank in ((10, 3, 2), (7, 5, 3), (12, 4, 2)):
+        apgd(model_fn, x[:n], y[:n], eps=EPS, steps=steps, loss="dlr-t", target_class_rank=rank, n_restarts=2)
+        fab(model_fn, x[:n], y[:n], steps=steps, target_class_rank=rank, n_restarts=2)
+
+    def unbuilt(_fn):
+        raise AssertionError("the loop should already be cached")
+
+    for key in (("apgd", "dlr-t", Norm.LINF, shape), ("fab-linf", shape)):
+        assert cached(model_fn, key, unbuilt).experimental_get_tracing_count() == 1

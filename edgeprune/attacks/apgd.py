@@ -9,7 +9,7 @@ and the best loss did not move), restarting that sample from its best point so f
 Losses: "ce" (cross-entropy), "dlr" (difference of logits ratio, invariant to logit
 scale, which makes it robust to gradient masking by large logits) and "dlr-t" (targeted
 DLR towards the class ranked `target_class_rank` by the clean logits; AutoAttack's APGD-T
-loops over ranks 2..10). Norms: "inf" and "2".
+loops over ranks 2..10). Norms: "linf" and "l2" (any spelling `norms.parse_norm` accepts).
 
 Contract (shared by every edgeprune attack): `apgd(model_fn, x, y, *, eps, norm, seed, ...)`
 attacks ONE batch of float32 images in [0, 1]; `model_fn` maps a float32 tf.Tensor batch to
@@ -19,29 +19,15 @@ point found or, failing that, the highest-loss point, always within eps and [0, 
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 
 import numpy as np
 
 from edgeprune.attacks.checks import as_batch
+from edgeprune.attacks.compiled import cached, logits_of
+from edgeprune.attacks.norms import Norm, lp_norm, parse_norm, project_tf, steepest_direction_tf
 
 LOSSES = ("ce", "dlr", "dlr-t")
-NORMS = ("inf", "2")
-
-# Compiled loss+gradient functions per model_fn (weakly held when model_fn allows it), so
-# APGD-T's restarts over target ranks and repeated batches do not retrace.
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def normalize_norm(norm) -> str:
-    """Accept "inf"/np.inf/"linf" and 2/"2"/"l2"; return "inf" or "2"."""
-    text = str(norm).lower().removeprefix("l")
-    if text in ("inf", "infinity"):
-        return "inf"
-    if text in ("2", "2.0"):
-        return "2"
-    raise ValueError(f"norm must be 'inf' or '2', got {norm!r}")
 
 
 def dlr_loss(logits, y):
@@ -78,48 +64,13 @@ def _per_sample_loss(loss: str, logits, y, y_target):
     return dlr_targeted_loss(logits, y, y_target)
 
 
-def _lp_norm(t, norm: str):
-    """Per-sample norm of a batch tensor, shape (batch,)."""
+def _build_loop(model_fn: Callable, loss: str, norm: Norm, image_shape: tuple) -> Callable:
+    """One run of APGD (all steps, step-size halving included) as a single compiled loop.
+
+    Per sample it tracks the first misclassified point (x_hit) and the highest-loss point
+    (x_best); every batch size and step count reuses one trace.
+    """
     import tensorflow as tf
-
-    flat = tf.reshape(t, (tf.shape(t)[0], -1))
-    if norm == "inf":
-        return tf.reduce_max(tf.abs(flat), axis=1)
-    return tf.sqrt(tf.reduce_sum(flat * flat, axis=1))
-
-
-def _project(x_adv, x, eps, norm: str):
-    """Back into the eps-ball around x, then into [0, 1] (which only shrinks |delta|)."""
-    import tensorflow as tf
-
-    if norm == "inf":
-        x_adv = tf.clip_by_value(x_adv, x - eps[:, None, None, None], x + eps[:, None, None, None])
-    else:
-        delta = x_adv - x
-        scale = tf.minimum(1.0, eps / (_lp_norm(delta, "2") + 1e-12))
-        x_adv = x + delta * scale[:, None, None, None]
-    return tf.clip_by_value(x_adv, 0.0, 1.0)
-
-
-def _direction(grad, norm: str):
-    import tensorflow as tf
-
-    if norm == "inf":
-        return tf.sign(grad)
-    return grad / (_lp_norm(grad, "2")[:, None, None, None] + 1e-12)
-
-
-def _compiled(model_fn: Callable, loss: str, norm: str):
-    """(loss_and_grad, step) tf.functions for this model, loss and norm (cached)."""
-    import tensorflow as tf
-
-    key = (loss, norm)
-    try:
-        per_model = _COMPILED.setdefault(model_fn, {})
-    except TypeError:  # model_fn not weak-referenceable: compile without caching
-        per_model = {}
-    if key in per_model:
-        return per_model[key]
 
     def loss_and_grad(x, y, y_target):
         with tf.GradientTape() as tape:
@@ -129,19 +80,62 @@ def _compiled(model_fn: Callable, loss: str, norm: str):
             total = tf.reduce_sum(loss_values)
         return logits, loss_values, tape.gradient(total, x)
 
-    @tf.function(reduce_retracing=True)
-    def start(x, y, y_target):
-        return loss_and_grad(x, y, y_target)
+    images = tf.TensorSpec((None, *image_shape), tf.float32)
+    labels = tf.TensorSpec((None,), tf.int64)
 
-    @tf.function(reduce_retracing=True)
-    def step(x_adv, x_adv_old, x, grad, step_size, alpha, eps, y, y_target):
-        z = _project(x_adv + step_size[:, None, None, None] * _direction(grad, norm), x, eps, norm)
-        x_new = _project(x_adv + alpha * (z - x_adv) + (1.0 - alpha) * (x_adv - x_adv_old), x, eps, norm)
-        logits, loss_values, new_grad = loss_and_grad(x_new, y, y_target)
-        return x_new, logits, loss_values, new_grad
+    @tf.function(input_signature=[images, images, labels, labels, tf.TensorSpec((None,), tf.float32),
+                                  tf.TensorSpec((None,), tf.bool), tf.TensorSpec((), tf.float32),
+                                  tf.TensorSpec((), tf.float32)])
+    def run(x, x_start, y, y_target, eps, is_checkpoint, rho, alpha):
+        def rows(mask):  # (batch,) bool -> broadcastable over the images
+            return tf.reshape(mask, (-1,) + (1,) * len(image_shape))
 
-    per_model[key] = (start, step)
-    return start, step
+        logits, loss_values, grad = loss_and_grad(x_start, y, y_target)
+        x_adv, x_adv_old = x_start, x_start
+        x_best, loss_best, grad_best = x_start, loss_values, grad
+        hit = tf.not_equal(tf.argmax(logits, axis=1), y)
+        x_hit = x_start
+        step_size = 2.0 * eps
+        loss_prev = loss_values
+        increases = tf.zeros_like(loss_values)
+        loss_best_last_check = loss_best
+        halved_last_check = tf.ones_like(hit)
+        last_checkpoint = tf.constant(0.0)
+        for i in tf.range(tf.shape(is_checkpoint)[0]):
+            momentum = tf.where(i == 0, 1.0, alpha)
+            z = project_tf(x_adv + tf.reshape(step_size, (-1,) + (1,) * len(image_shape))
+                           * steepest_direction_tf(grad, norm), x, eps, norm)
+            x_new = project_tf(x_adv + momentum * (z - x_adv) + (1.0 - momentum) * (x_adv - x_adv_old),
+                               x, eps, norm)
+            x_adv_old = x_adv
+            x_adv = x_new
+            logits, loss_values, grad = loss_and_grad(x_adv, y, y_target)
+
+            now_hit = tf.not_equal(tf.argmax(logits, axis=1), y) & ~hit
+            x_hit = tf.where(rows(now_hit), x_adv, x_hit)
+            hit = hit | now_hit
+            increases += tf.cast(loss_values > loss_prev, tf.float32)
+            loss_prev = loss_values
+            better = loss_values > loss_best
+            x_best = tf.where(rows(better), x_adv, x_best)
+            grad_best = tf.where(rows(better), grad, grad_best)
+            loss_best = tf.where(better, loss_values, loss_best)
+
+            if is_checkpoint[i]:
+                at = tf.cast(i + 1, tf.float32)
+                oscillating = increases < rho * (at - last_checkpoint)
+                stalled = ~halved_last_check & (loss_best_last_check >= loss_best)
+                halve = oscillating | stalled
+                halved_last_check = halve
+                loss_best_last_check = loss_best
+                step_size = tf.where(halve, step_size / 2.0, step_size)
+                x_adv = tf.where(rows(halve), x_best, x_adv)
+                grad = tf.where(rows(halve), grad_best, grad)
+                increases = tf.zeros_like(increases)
+                last_checkpoint = at
+        return hit, x_hit, x_best, loss_best
+
+    return run
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -163,11 +157,11 @@ def checkpoints(steps: int) -> list[int]:
 def random_start(x: np.ndarray, eps: np.ndarray, norm: str, rng: np.random.Generator) -> np.ndarray:
     """A uniform point in the Linf ball, or a point on the L2 sphere, clipped to [0, 1]."""
     eps_b = eps.reshape(-1, *([1] * (x.ndim - 1)))
-    if norm == "inf":
+    if parse_norm(norm) == Norm.LINF:
         delta = rng.uniform(-1.0, 1.0, size=x.shape).astype(np.float32) * eps_b
     else:
         direction = rng.standard_normal(size=x.shape).astype(np.float32)
-        lengths = np.sqrt((direction.reshape(len(x), -1) ** 2).sum(axis=1)).reshape(eps_b.shape)
+        lengths = lp_norm(direction, Norm.L2).astype(np.float32).reshape(eps_b.shape)
         delta = direction / (lengths + 1e-12) * eps_b
     return np.clip(x + delta, 0.0, 1.0).astype(np.float32)
 
@@ -177,12 +171,12 @@ def target_classes(logits: np.ndarray, rank: int) -> np.ndarray:
     return np.argsort(-logits, axis=1, kind="stable")[:, rank - 1].astype(np.int64)
 
 
-def apgd(model_fn: Callable, x, y, *, eps: float, norm="inf", seed: int = 0, steps: int = 100,
+def apgd(model_fn: Callable, x, y, *, eps: float, norm="linf", seed: int = 0, steps: int = 100,
          loss: str = "ce", n_restarts: int = 1, rho: float = 0.75, alpha: float = 0.75,
          target_class_rank: int | None = None, random_init: bool = True) -> np.ndarray:
     """Auto-PGD on one batch; returns float32 x_adv (numpy) within eps of x and inside [0, 1].
 
-    eps: radius in `norm` ("inf" or "2"); steps: iterations per restart; loss: "ce", "dlr"
+    eps: radius in `norm` ("linf" or "l2"); steps: iterations per restart; loss: "ce", "dlr"
     or "dlr-t" (then `target_class_rank`, default 2, picks the target from the clean logits);
     n_restarts: extra random starts for samples not yet misclassified; rho: the fraction of
     improving steps below which the step size is halved; alpha: momentum weight of the new
@@ -190,7 +184,7 @@ def apgd(model_fn: Callable, x, y, *, eps: float, norm="inf", seed: int = 0, ste
     """
     import tensorflow as tf
 
-    norm = normalize_norm(norm)
+    norm = parse_norm(norm)
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     if not eps >= 0:
@@ -207,11 +201,10 @@ def apgd(model_fn: Callable, x, y, *, eps: float, norm="inf", seed: int = 0, ste
     if len(x) == 0 or eps == 0:
         return x.copy()
 
-    start, step = _compiled(model_fn, loss, norm)
+    run = cached(model_fn, ("apgd", loss, norm, tuple(x.shape[1:])),
+                 lambda weak_fn: _build_loop(weak_fn, loss, norm, tuple(x.shape[1:])))
     rng = np.random.default_rng(seed)
-    x_tf = tf.constant(x)
-    y_tf = tf.constant(y)
-    clean_logits = np.asarray(model_fn(x_tf), dtype=np.float32)
+    clean_logits = logits_of(model_fn, x)
     num_classes = clean_logits.shape[1]
     min_classes = {"ce": 2, "dlr": 3, "dlr-t": 4}[loss]
     if num_classes < min_classes:
@@ -223,64 +216,24 @@ def apgd(model_fn: Callable, x, y, *, eps: float, norm="inf", seed: int = 0, ste
         y_target = target_classes(clean_logits, rank)
     else:
         y_target = y.copy()
-    y_target_tf = tf.constant(y_target)
 
     fooled = clean_logits.argmax(axis=1) != y
     x_out = x.copy()
     best_loss_out = np.full(len(x), -np.inf, np.float32)
     eps_all = np.full(len(x), eps, np.float32)
-    checkpoint_set = set(checkpoints(steps))
+    is_checkpoint = np.zeros(steps, bool)
+    is_checkpoint[[c - 1 for c in checkpoints(steps)]] = True
 
     for _restart in range(n_restarts):
         todo = np.flatnonzero(~fooled)
         if len(todo) == 0:
             break
         x_sub, eps_sub = x[todo], eps_all[todo]
-        x_sub_tf, eps_tf = tf.constant(x_sub), tf.constant(eps_sub)
-        y_sub_tf, yt_sub_tf = tf.gather(y_tf, todo), tf.gather(y_target_tf, todo)
-        y_sub = y[todo]
-
-        x_adv = random_start(x_sub, eps_sub, norm, rng) if random_init else x_sub.copy()
-        logits, loss_values, grad = (t.numpy() for t in start(tf.constant(x_adv), y_sub_tf, yt_sub_tf))
-        x_best, loss_best, grad_best = x_adv.copy(), loss_values.copy(), grad.copy()
-        hit = logits.argmax(axis=1) != y_sub
-        x_hit = np.where(hit[:, None, None, None], x_adv, x_best)
-        step_size = 2.0 * eps_sub
-        x_adv_old = x_adv.copy()
-        loss_prev = loss_values.copy()
-        increases = np.zeros(len(todo), np.int64)
-        loss_best_last_check = loss_best.copy()
-        halved_last_check = np.ones(len(todo), bool)
-        last_checkpoint = 0
-
-        for i in range(steps):
-            momentum = 1.0 if i == 0 else alpha
-            x_new, logits, loss_values, grad = step(
-                tf.constant(x_adv), tf.constant(x_adv_old), x_sub_tf, tf.constant(grad),
-                tf.constant(step_size.astype(np.float32)), tf.constant(momentum, tf.float32),
-                eps_tf, y_sub_tf, yt_sub_tf)
-            x_adv_old, x_adv = x_adv, x_new.numpy()
-            logits, loss_values, grad = logits.numpy(), loss_values.numpy(), grad.numpy()
-
-            now_hit = (logits.argmax(axis=1) != y_sub) & ~hit
-            x_hit[now_hit] = x_adv[now_hit]
-            hit |= now_hit
-            increases += loss_values > loss_prev
-            loss_prev = loss_values
-            better = loss_values > loss_best
-            x_best[better], grad_best[better], loss_best[better] = x_adv[better], grad[better], loss_values[better]
-
-            if i + 1 in checkpoint_set:
-                interval = i + 1 - last_checkpoint
-                oscillating = increases < rho * interval
-                stalled = ~halved_last_check & (loss_best_last_check >= loss_best)
-                halve = oscillating | stalled
-                halved_last_check = halve
-                loss_best_last_check = loss_best.copy()
-                step_size[halve] /= 2.0
-                x_adv[halve], grad[halve] = x_best[halve], grad_best[halve]
-                increases[:] = 0
-                last_checkpoint = i + 1
+        x_start = random_start(x_sub, eps_sub, norm, rng) if random_init else x_sub.copy()
+        hit, x_hit, x_best, loss_best = (t.numpy() for t in run(
+            tf.constant(x_sub), tf.constant(x_start), tf.constant(y[todo]), tf.constant(y_target[todo]),
+            tf.constant(eps_sub), tf.constant(is_checkpoint), tf.constant(rho, tf.float32),
+            tf.constant(alpha, tf.float32)))
 
         # Per sample: the misclassified point if any, else the highest-loss point over restarts.
         new_best = ~hit & (loss_best > best_loss_out[todo])
@@ -291,11 +244,10 @@ def apgd(model_fn: Callable, x, y, *, eps: float, norm="inf", seed: int = 0, ste
     return x_out
 
 
-def apgd_targeted(model_fn: Callable, x, y, *, eps: float, norm="inf", seed: int = 0, steps: int = 100,
+def apgd_targeted(model_fn: Callable, x, y, *, eps: float, norm="linf", seed: int = 0, steps: int = 100,
                   n_target_classes: int = 9, rho: float = 0.75) -> np.ndarray:
     """APGD-T as AutoAttack runs it: targeted DLR towards the classes ranked 2..n+1 by the
     clean logits, each on the points the previous targets did not flip; worst case per point."""
-    import tensorflow as tf
 
     if n_target_classes < 1:
         raise ValueError(f"n_target_classes must be >= 1, got {n_target_classes}")
@@ -304,7 +256,7 @@ def apgd_targeted(model_fn: Callable, x, y, *, eps: float, norm="inf", seed: int
     x_adv = x.copy()
     if len(x) == 0 or eps == 0:
         return x_adv
-    logits = np.asarray(model_fn(tf.constant(x)), np.float32)
+    logits = logits_of(model_fn, x)
     alive = logits.argmax(axis=1) == y
     for rank in range(2, min(n_target_classes, logits.shape[1] - 1) + 2):
         idx = np.flatnonzero(alive)
@@ -312,7 +264,7 @@ def apgd_targeted(model_fn: Callable, x, y, *, eps: float, norm="inf", seed: int
             break
         cand = apgd(model_fn, x[idx], y[idx], eps=eps, norm=norm, seed=seed + rank, steps=steps,
                     loss="dlr-t", target_class_rank=rank, rho=rho)
-        fooled = np.asarray(model_fn(tf.constant(cand))).argmax(axis=1) != y[idx]
+        fooled = logits_of(model_fn, cand).argmax(axis=1) != y[idx]
         x_adv[idx] = cand  # flipped points leave `alive`; the others keep the latest attempt
         alive[idx[fooled]] = False
     return x_adv

@@ -20,6 +20,14 @@ Versions (L-inf; L2 runs the two APGD stages only, since FAB and Square here are
 
 White-box stages need a Keras model (`model_fn` = logits); a `.tflite` / `.xml` model has
 only `predict`, so only Square runs against it (the report marks the others skipped).
+
+Cost: each APGD / FAB-T run (all steps of one target class) is one compiled TF loop over
+every point still robust, traced once per model and image shape (`attacks.compiled`); every
+forward-only query (clean check, success judging, Square) goes through one compiled forward;
+a runtime model's queries are padded to power-of-two batches (`bucketed_predict`) so its
+interpreter is not re-allocated or recompiled as Square's set of robust points shrinks.
+torchattacks' `AutoAttack(version="standard")` runs its gradient stages at 10 steps, not 100:
+compare like with like (benchmarks/autoattack_reference.py).
 `autoattack(model_fn, x, y, *, eps, norm, seed, version)` follows the attack contract
 (transfer sets); `run_autoattack` returns the per-stage report.
 """
@@ -34,8 +42,10 @@ from typing import Any
 import numpy as np
 
 from edgeprune.attacks import checks
-from edgeprune.attacks.apgd import apgd, normalize_norm
+from edgeprune.attacks.apgd import apgd
+from edgeprune.attacks.compiled import logits_of
 from edgeprune.attacks.fab import fab
+from edgeprune.attacks.norms import Norm, parse_norm, project
 from edgeprune.attacks.square import square_attack
 
 SCHEMA = "edgeprune.autoattack/1"
@@ -72,7 +82,7 @@ class AutoAttackConfig:
     def __post_init__(self) -> None:
         if not (np.isfinite(self.eps) and self.eps > 0):
             raise ValueError(f"eps must be a finite number > 0, got {self.eps}")
-        object.__setattr__(self, "norm", "linf" if normalize_norm(self.norm) == "inf" else "l2")
+        object.__setattr__(self, "norm", parse_norm(self.norm).value)
         if self.version not in VERSIONS:
             raise ValueError(f"version must be one of {', '.join(VERSIONS)}, got {self.version!r}")
         unknown = [s for s in self.stages if s not in STAGES]
@@ -143,27 +153,42 @@ def _seed(seed: int, stage: int, start: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(stage), int(start)]).generate_state(1)[0])
 
 
-def _project(x_adv: np.ndarray, x: np.ndarray, eps: float, norm: str) -> np.ndarray:
-    from edgeprune.attacks.runner import project
-
-    return project(x_adv, x, eps, norm)
-
-
 def numpy_predict(model_fn: Callable, batch_size: int = 256) -> Callable[[np.ndarray], np.ndarray]:
-    """A numpy logits function from a TF `model_fn` (compiled, batched): Square's interface."""
-    import tensorflow as tf
+    """A numpy logits function from a TF `model_fn` (compiled once, batched): Square's interface.
 
-    compiled: dict[tuple, Callable] = {}
+    The closure holds `model_fn` (and so its model) for as long as the caller keeps it.
+    """
+    def predict(x: np.ndarray) -> np.ndarray:
+        return logits_of(model_fn, x, batch_size)
+
+    return predict
+
+
+def bucket_size(n: int, batch_size: int) -> int:
+    """The batch a query of n rows runs at: the next power of two, at most `batch_size`."""
+    return batch_size if n >= batch_size else min(batch_size, 1 << max(n - 1, 0).bit_length())
+
+
+def bucketed_predict(predict_fn: Callable[[np.ndarray, int], np.ndarray],
+                     batch_size: int = 256) -> Callable[[np.ndarray], np.ndarray]:
+    """A runtime model's `predict(x, batch_size)` with every query padded to a few batch sizes.
+
+    Square queries the points still robust, one fewer every time one is fooled; a TFLite
+    interpreter re-allocates and an OpenVINO model recompiles for every new batch size, so
+    queries are padded (repeating the last row) to the next power of two: at most
+    log2(batch_size) + 1 shapes per run. Rows are independent, so the logits are the same.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
     def predict(x: np.ndarray) -> np.ndarray:
-        # One trace per image shape, any batch size (Square's batches shrink every query).
-        key = tuple(x.shape[1:])
-        if key not in compiled:
-            compiled[key] = tf.function(lambda t: model_fn(t),
-                                        input_signature=[tf.TensorSpec((None, *key), tf.float32)])
-        outputs = [np.asarray(compiled[key](tf.constant(x[i:i + batch_size], tf.float32)), np.float32)
-                   for i in range(0, len(x), batch_size)]
-        return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+        x = np.asarray(x, np.float32)
+        n = len(x)
+        if n == 0 or n >= batch_size:
+            return np.asarray(predict_fn(x, batch_size), np.float32)
+        size = bucket_size(n, batch_size)
+        padded = np.concatenate([x, np.repeat(x[-1:], size - n, axis=0)]) if size > n else x
+        return np.asarray(predict_fn(padded, size), np.float32)[:n]
 
     return predict
 
@@ -172,12 +197,14 @@ def _stage_attack(stage: str, params: dict, model_fn: Callable | None, predict: 
                   x: np.ndarray, y: np.ndarray, *, eps: float, norm: str, seed: int,
                   num_classes: int) -> np.ndarray:
     """x_adv for one batch of still-robust points under one stage (targets looped inside)."""
-    if stage == "apgd-ce":
-        return apgd(model_fn, x, y, eps=eps, norm=norm, seed=seed, loss="ce", steps=params["steps"],
-                    n_restarts=params["n_restarts"])
     if stage == "square":
         return square_attack(predict, x, y, eps=eps, seed=seed, n_queries=params["n_queries"],
                              p_init=params["p_init"]).x_adv
+    if model_fn is None:
+        raise ValueError(f"stage {stage} needs gradients: a TF model_fn")
+    if stage == "apgd-ce":
+        return apgd(model_fn, x, y, eps=eps, norm=norm, seed=seed, loss="ce", steps=params["steps"],
+                    n_restarts=params["n_restarts"])
     n_targets = min(int(params["n_target_classes"]), num_classes - 1)
     x_adv = x.copy()
     alive = np.ones(len(x), bool)
@@ -191,7 +218,7 @@ def _stage_attack(stage: str, params: dict, model_fn: Callable | None, predict: 
         else:
             cand = fab(model_fn, x[idx], y[idx], eps=eps, norm=norm, seed=seed + rank,
                        steps=params["steps"], target_class_rank=rank)
-        cand = _project(cand, x[idx], eps, "linf" if norm == "inf" else "l2")
+        cand = project(cand, x[idx], eps, norm)
         fooled = predict(cand).argmax(axis=1) != y[idx]
         x_adv[idx[fooled]] = cand[fooled]
         alive[idx[fooled]] = False
@@ -208,12 +235,13 @@ def run_autoattack(model_fn: Callable | None, x, y, config: AutoAttackConfig, *,
     """
     from edgeprune.progress import progress_task
 
-    if model_fn is None and predict is None:
-        raise ValueError("run_autoattack needs model_fn (white-box) or predict (black-box)")
+    if predict is None:
+        if model_fn is None:
+            raise ValueError("run_autoattack needs model_fn (white-box) or predict (black-box)")
+        predict = numpy_predict(model_fn, config.batch_size)
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.int64).reshape(-1)
-    norm = "inf" if config.norm == "linf" else "2"
-    predict = predict or numpy_predict(model_fn, config.batch_size)
+    norm = parse_norm(config.norm)
     clean_logits = np.asarray(predict(x), np.float32)
     num_classes = clean_logits.shape[1]
     clean_pred = clean_logits.argmax(axis=1).astype(np.int64)
@@ -237,7 +265,7 @@ def run_autoattack(model_fn: Callable | None, x, y, config: AutoAttackConfig, *,
     for stage_index, stage in enumerate(config.stages):
         params = config.params(stage)
         skip = None
-        if stage in LINF_ONLY and norm != "inf":
+        if stage in LINF_ONLY and norm != Norm.LINF:
             skip = "skipped: L-inf only"
         elif stage != "square" and model_fn is None:
             skip = "skipped: needs gradients (Keras model)"
@@ -257,7 +285,7 @@ def run_autoattack(model_fn: Callable | None, x, y, config: AutoAttackConfig, *,
                 cand = _stage_attack(stage, params, model_fn, predict, x[idx], y[idx], eps=config.eps,
                                      norm=norm, seed=_seed(config.seed, stage_index, start),
                                      num_classes=num_classes)
-                cand = _project(cand, x[idx], config.eps, config.norm)
+                cand = project(cand, x[idx], config.eps, config.norm)
                 fooled = np.asarray(predict(cand)).argmax(axis=1) != y[idx]
                 x_adv[idx[fooled]] = cand[fooled]
                 robust[idx[fooled]] = False

@@ -13,14 +13,11 @@ true labels; deterministic (`seed` unused). Images never fooled are returned unc
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 
 import numpy as np
 
-from edgeprune.attacks.gradient import _weak_callable
-
-_LOOPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+from edgeprune.attacks.compiled import cached
 
 
 def carlini_wagner_l2(model_fn: Callable, x, y, *, eps: float | None, norm: str, seed: int,
@@ -36,7 +33,7 @@ def carlini_wagner_l2(model_fn: Callable, x, y, *, eps: float | None, norm: str,
     const = np.full(batch, initial_const)
     best_l2 = np.full(batch, np.inf)
     best_adv = x.numpy().copy()
-    optimise = _compiled(model_fn)
+    optimise = cached(model_fn, "cw-l2", _build)
     for _ in range(binary_search_steps):
         adv, l2, fooled = optimise(x, y, tf.constant(const, tf.float32), tf.constant(steps, tf.int32),
                                    tf.constant(learning_rate, tf.float32), tf.constant(confidence, tf.float32))
@@ -52,16 +49,8 @@ def carlini_wagner_l2(model_fn: Callable, x, y, *, eps: float | None, norm: str,
     return best_adv
 
 
-def _compiled(model_fn: Callable) -> Callable:
+def _build(weak_fn: Callable) -> Callable:
     import tensorflow as tf
-
-    try:
-        cached = _LOOPS.get(model_fn)
-    except TypeError:
-        cached = None
-    if cached is not None:
-        return cached
-    weak_fn = _weak_callable(model_fn)  # the cache entry must not keep its own key alive
 
     @tf.function(reduce_retracing=True)
     def optimise(x, y, const, steps, learning_rate, confidence):
@@ -103,8 +92,4 @@ def _compiled(model_fn: Callable) -> Callable:
                 prev_loss = loss
         return best_adv, best_l2, tf.math.is_finite(best_l2)
 
-    try:
-        _LOOPS[model_fn] = optimise
-    except TypeError:
-        pass
     return optimise

@@ -9,14 +9,12 @@ contract in `edgeprune.attacks.registry` (deterministic: `seed` is unused).
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 
 import numpy as np
 
-from edgeprune.attacks.gradient import _weak_callable
-
-_LOOPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+from edgeprune.attacks.compiled import cached
+from edgeprune.attacks.norms import Norm, lp_norm_tf, parse_norm
 
 
 def deepfool(model_fn: Callable, x, y, *, eps: float | None, norm: str, seed: int, max_iter: int = 50,
@@ -26,21 +24,14 @@ def deepfool(model_fn: Callable, x, y, *, eps: float | None, norm: str, seed: in
 
     x = tf.convert_to_tensor(x, tf.float32)
     y = tf.convert_to_tensor(y, tf.int64)
-    loop = _compiled(model_fn, norm, int(candidates), tuple(x.shape[1:]))
+    norm = parse_norm(norm)
+    loop = cached(model_fn, ("deepfool", norm, int(candidates), tuple(x.shape[1:])),
+                  lambda weak_fn: _build(weak_fn, norm, int(candidates), tuple(x.shape[1:])))
     return loop(x, y, tf.constant(max_iter, tf.int32), tf.constant(overshoot, tf.float32)).numpy()
 
 
-def _compiled(model_fn: Callable, norm: str, candidates: int, image_shape: tuple) -> Callable:
+def _build(model_fn: Callable, norm: Norm, candidates: int, image_shape: tuple) -> Callable:
     import tensorflow as tf
-
-    key = (norm, candidates, image_shape)
-    try:
-        cache = _LOOPS.setdefault(model_fn, {})
-    except TypeError:
-        cache = {}
-    if key in cache:
-        return cache[key]
-    model_fn = _weak_callable(model_fn)  # the cache entry must not keep its own key alive
 
     # Any batch size with one trace (UAP calls it on ever-changing subsets).
     @tf.function(input_signature=[tf.TensorSpec((None, *image_shape), tf.float32), tf.TensorSpec((None,), tf.int64),
@@ -70,21 +61,18 @@ def _compiled(model_fn: Callable, norm: str, candidates: int, image_shape: tuple
                 total = tf.reduce_sum(objectives)
             w = tf.reshape(tape.gradient(total, copies), tf.concat([[-1, k], tf.shape(x)[1:]], 0))
             f = tf.abs(objectives)
-            w_flat = tf.reshape(w, [tf.shape(w)[0], k, -1])
-            if norm == "linf":
-                w_norm = tf.reduce_sum(tf.abs(w_flat), axis=2) + 1e-8
-            else:
-                w_norm = tf.sqrt(tf.reduce_sum(tf.square(w_flat), axis=2)) + 1e-8
+            # Distance to boundary j in `norm` is |f_j| / ‖w_j‖ in the dual norm.
+            w_norm = tf.reshape(lp_norm_tf(tf.reshape(w, tf.concat([[-1], tf.shape(x)[1:]], 0)), norm.dual),
+                                [-1, k]) + 1e-8
             nearest = tf.argmin(f / w_norm, axis=1)
             w_l = tf.gather(w, nearest, batch_dims=1)
             f_l = tf.gather(f, nearest, batch_dims=1)
             n_l = tf.gather(w_norm, nearest, batch_dims=1)
-            if norm == "linf":
+            if norm == Norm.LINF:
                 step = tf.reshape((f_l + 1e-4) / n_l, [-1, 1, 1, 1]) * tf.sign(w_l)
             else:
                 step = tf.reshape((f_l + 1e-4) / tf.square(n_l), [-1, 1, 1, 1]) * w_l
             r_total += step * tf.reshape(tf.cast(active, x.dtype), [-1, 1, 1, 1])
         return tf.clip_by_value(x + (1.0 + overshoot) * r_total, 0.0, 1.0)
 
-    cache[key] = loop
     return loop

@@ -20,84 +20,73 @@ AutoAttack): the result is a minimum-norm point, which a bounded caller checks a
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 
 import numpy as np
 
-from edgeprune.attacks.apgd import normalize_norm, target_classes
+from edgeprune.attacks.apgd import target_classes
 from edgeprune.attacks.checks import as_batch
+from edgeprune.attacks.compiled import cached, logits_of
+from edgeprune.attacks.norms import (Norm, lp_norm, lp_norm_tf, parse_norm, project_linf_hyperplane,
+                                     project_linf_hyperplane_tf)
 
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def project_linf_hyperplane(points: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """δ of least L-inf norm with w·(points+δ) = b and points+δ in [0, 1] (rows: samples).
-
-    Where the hyperplane cannot be reached inside the box, returns the box corner that gets
-    closest to it.
-    """
-    points = points.astype(np.float64)
-    w = w.astype(np.float64)
-    need = b.astype(np.float64) - (w * points).sum(axis=1)
-    flip = need < 0
-    w = np.where(flip[:, None], -w, w)
-    need = np.abs(need)
-    # How far each coordinate may move in the direction that increases w·δ.
-    room = np.where(w > 0, 1.0 - points, np.where(w < 0, points, 0.0))
-    weight = np.abs(w)
-    order = np.argsort(room, axis=1, kind="stable")
-    room_sorted = np.take_along_axis(room, order, axis=1)
-    weight_sorted = np.take_along_axis(weight, order, axis=1)
-    # g_k = value of max w·δ at t = room_(k): saturated coordinates before k, t on the rest.
-    saturated = np.cumsum(weight_sorted * room_sorted, axis=1) - weight_sorted * room_sorted
-    free_weight = weight_sorted[:, ::-1].cumsum(axis=1)[:, ::-1]
-    reach = saturated + room_sorted * free_weight
-    enough = reach >= need[:, None]
-    feasible = enough.any(axis=1)
-    k = np.where(feasible, enough.argmax(axis=1), room.shape[1] - 1)
-    rows = np.arange(len(points))
-    t = np.where(feasible, (need - saturated[rows, k]) / np.maximum(free_weight[rows, k], 1e-30),
-                 room_sorted[rows, -1])
-    t = np.maximum(t, 0.0)
-    delta = np.sign(w) * np.minimum(t[:, None], room)
-    return delta.astype(np.float32)
+__all__ = ["fab", "project_linf_hyperplane"]
 
 
-def _compiled(model_fn: Callable):
+def _build_loop(model_fn: Callable, image_shape: tuple) -> Callable:
+    """All `steps` of one FAB-T restart as one compiled loop (any batch size, one trace)."""
     import tensorflow as tf
 
-    try:
-        cached = _COMPILED.get(model_fn)
-    except TypeError:
-        cached = None
-    if cached is not None:
-        return cached
+    images = tf.TensorSpec((None, *image_shape), tf.float32)
+    labels = tf.TensorSpec((None,), tf.int64)
+    scalar = tf.TensorSpec((), tf.float32)
 
-    @tf.function(reduce_retracing=True)
-    def diff_and_grad(x, y, y_target):
-        """z_y - z_t and its gradient: the linearised boundary between y and the target."""
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            logits = tf.cast(model_fn(x), tf.float32)
-            rows = tf.range(tf.shape(x)[0])
-            diff = (tf.gather_nd(logits, tf.stack([rows, tf.cast(y, tf.int32)], axis=1))
-                    - tf.gather_nd(logits, tf.stack([rows, tf.cast(y_target, tf.int32)], axis=1)))
-        return diff, tape.gradient(diff, x)
+    @tf.function(input_signature=[images, images, labels, labels, tf.TensorSpec((), tf.int32),
+                                  scalar, scalar, scalar])
+    def run(x0, x_start, y, y_target, steps, alpha_max, eta, beta):
+        n = tf.shape(x0)[0]
+        flat0 = tf.reshape(x0, (n, -1))
+        rows = tf.range(n)
+        true_idx = tf.stack([rows, tf.cast(y, tf.int32)], axis=1)
+        target_idx = tf.stack([rows, tf.cast(y_target, tf.int32)], axis=1)
 
-    @tf.function(reduce_retracing=True)
-    def predict(x):
-        return tf.argmax(model_fn(x), axis=1)
+        def as_rows(mask):
+            return tf.reshape(mask, (-1,) + (1,) * len(image_shape))
 
-    result = (diff_and_grad, predict)
-    try:
-        _COMPILED[model_fn] = result
-    except TypeError:
-        pass
-    return result
+        x1 = x_start
+        best_norm = tf.fill((n,), np.float32(np.inf))
+        best_adv = x0
+        for _ in tf.range(steps):
+            with tf.GradientTape() as tape:
+                tape.watch(x1)
+                logits = tf.cast(model_fn(x1), tf.float32)
+                # z_y - z_t: the linearised boundary between y and the target at x1.
+                diff = tf.gather_nd(logits, true_idx) - tf.gather_nd(logits, target_idx)
+            w = tf.reshape(tape.gradient(diff, x1), (n, -1))
+            flat1 = tf.reshape(x1, (n, -1))
+            # Boundary of the linear model at x1: diff + w·(z - x1) = 0  <=>  w·z = w·x1 - diff.
+            b = tf.reduce_sum(w * flat1, axis=1) - diff
+            deltas = project_linf_hyperplane_tf(tf.concat([flat1, flat0], 0), tf.concat([w, w], 0),
+                                                tf.concat([b, b], 0))
+            d1, d0 = deltas[:n], deltas[n:]
+            n1 = tf.maximum(lp_norm_tf(d1, Norm.LINF), 1e-8)
+            n0 = tf.maximum(lp_norm_tf(d0, Norm.LINF), 1e-8)
+            alpha = tf.clip_by_value(n1 / (n1 + n0), 0.0, alpha_max)[:, None]
+            flat_new = tf.clip_by_value((flat1 + eta * d1) * (1.0 - alpha) + (flat0 + eta * d0) * alpha, 0.0, 1.0)
+            x1 = tf.reshape(flat_new, tf.shape(x0))
+            is_adv = tf.not_equal(tf.argmax(model_fn(x1), axis=1), y)
+            dist = lp_norm_tf(flat_new - flat0, Norm.LINF)
+            better = is_adv & (dist < best_norm)
+            best_norm = tf.where(better, dist, best_norm)
+            best_adv = tf.where(as_rows(better), x1, best_adv)
+            # After a success, step back towards the clean image (smaller perturbation).
+            x1 = tf.where(as_rows(is_adv), x0 + beta * (x1 - x0), x1)
+        return best_norm, best_adv
+
+    return run
 
 
-def fab(model_fn: Callable, x, y, *, eps: float | None = None, norm="inf", seed: int = 0,
+def fab(model_fn: Callable, x, y, *, eps: float | None = None, norm="linf", seed: int = 0,
         steps: int = 100, n_restarts: int = 1, target_class_rank: int = 2,
         alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9) -> np.ndarray:
     """Targeted FAB in L-inf on one batch; returns float32 numpy x_adv (see module doc).
@@ -108,7 +97,7 @@ def fab(model_fn: Callable, x, y, *, eps: float | None = None, norm="inf", seed:
     """
     import tensorflow as tf
 
-    if normalize_norm(norm) != "inf":
+    if parse_norm(norm) != Norm.LINF:
         raise ValueError(f"fab supports norm 'inf' only, got {norm!r}")
     if eps is not None and not eps >= 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
@@ -127,8 +116,8 @@ def fab(model_fn: Callable, x, y, *, eps: float | None = None, norm="inf", seed:
     if len(x) == 0 or eps == 0:
         return x_out
 
-    diff_and_grad, predict = _compiled(model_fn)
-    clean_logits = np.asarray(model_fn(tf.constant(x)), dtype=np.float32)
+    run = cached(model_fn, ("fab-linf", tuple(x.shape[1:])), lambda weak_fn: _build_loop(weak_fn, tuple(x.shape[1:])))
+    clean_logits = logits_of(model_fn, x)
     num_classes = clean_logits.shape[1]
     if not 2 <= target_class_rank <= num_classes:
         raise ValueError(f"target_class_rank must be in [2, {num_classes}], got {target_class_rank}")
@@ -138,42 +127,27 @@ def fab(model_fn: Callable, x, y, *, eps: float | None = None, norm="inf", seed:
     rng = np.random.default_rng(seed)
     x0, y0 = x[todo], y[todo]
     y_target = target_classes(clean_logits[todo], target_class_rank)
-    y_tf, yt_tf = tf.constant(y0), tf.constant(y_target)
-    flat0 = x0.reshape(len(todo), -1)
+    x0_tf, y_tf, yt_tf = tf.constant(x0), tf.constant(y0), tf.constant(y_target)
+    settings = (tf.constant(steps, tf.int32), tf.constant(alpha_max, tf.float32), tf.constant(eta, tf.float32),
+                tf.constant(beta, tf.float32))
     best_norm = np.full(len(todo), np.inf, np.float32)
     best_adv = x0.copy()
     radius_cap = np.inf if eps is None else float(eps)
+    per_image = (-1,) + (1,) * (x0.ndim - 1)
 
     for restart in range(n_restarts):
         if restart == 0:
-            x1 = x0.copy()
+            x1 = x0
         else:
             radius = np.minimum(best_norm, radius_cap)
             radius = np.where(np.isfinite(radius), radius, 0.0).astype(np.float32)
             noise = rng.uniform(-1.0, 1.0, size=x0.shape).astype(np.float32)
-            noise /= np.abs(noise.reshape(len(noise), -1)).max(axis=1).reshape(-1, *([1] * (x0.ndim - 1))) + 1e-12
-            x1 = np.clip(x0 + 0.5 * radius.reshape(-1, *([1] * (x0.ndim - 1))) * noise, 0.0, 1.0)
-        for _ in range(steps):
-            diff, grad = diff_and_grad(tf.constant(x1), y_tf, yt_tf)
-            w = grad.numpy().reshape(len(todo), -1)
-            flat1 = x1.reshape(len(todo), -1)
-            # Boundary of the linear model at x1: diff + w·(z - x1) = 0  <=>  w·z = w·x1 - diff.
-            b = (w * flat1).sum(axis=1) - diff.numpy()
-            deltas = project_linf_hyperplane(np.concatenate([flat1, flat0]), np.concatenate([w, w]),
-                                             np.concatenate([b, b]))
-            d1, d0 = deltas[:len(todo)], deltas[len(todo):]
-            n1 = np.maximum(np.abs(d1).max(axis=1), 1e-8)
-            n0 = np.maximum(np.abs(d0).max(axis=1), 1e-8)
-            alpha = np.clip(n1 / (n1 + n0), 0.0, alpha_max)[:, None]
-            flat_new = np.clip((flat1 + eta * d1) * (1.0 - alpha) + (flat0 + eta * d0) * alpha, 0.0, 1.0)
-            x1 = flat_new.reshape(x0.shape).astype(np.float32)
-            is_adv = predict(tf.constant(x1)).numpy() != y0
-            if is_adv.any():
-                dist = np.abs(flat_new - flat0).max(axis=1).astype(np.float32)
-                better = is_adv & (dist < best_norm)
-                best_norm[better] = dist[better]
-                best_adv[better] = x1[better]
-                x1[is_adv] = x0[is_adv] + beta * (x1[is_adv] - x0[is_adv])
+            noise /= lp_norm(noise, Norm.LINF).astype(np.float32).reshape(per_image) + 1e-12
+            x1 = np.clip(x0 + 0.5 * radius.reshape(per_image) * noise, 0.0, 1.0)
+        norms, advs = (t.numpy() for t in run(x0_tf, tf.constant(x1), y_tf, yt_tf, *settings))
+        better = norms < best_norm
+        best_norm[better] = norms[better]
+        best_adv[better] = advs[better]
     found = np.isfinite(best_norm)
     x_out[todo[found]] = best_adv[found]
     return x_out

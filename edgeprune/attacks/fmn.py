@@ -32,17 +32,16 @@ per-sample minimal norms (0 for clean errors, inf where no adversarial point was
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from edgeprune.attacks.apgd import normalize_norm
 from edgeprune.attacks.checks import as_batch
+from edgeprune.attacks.compiled import cached, logits_of
+from edgeprune.attacks.norms import Norm, clip_delta_tf, lp_norm, lp_norm_tf, parse_norm, per_sample
 
 SCHEDULES = ("cosine", "linear")
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -83,33 +82,13 @@ class FMNConfig:
         return self.decay(self.gamma_init, self.gamma_final, step)
 
 
-def lp_norms(delta: np.ndarray, norm: str) -> np.ndarray:
-    """Per-sample L-inf or L2 norm of a batch (numpy)."""
-    flat = np.asarray(delta, np.float64).reshape(len(delta), -1)
-    if normalize_norm(norm) == "inf":
-        return np.abs(flat).max(axis=1) if flat.shape[1] else np.zeros(len(flat))
-    return np.sqrt((flat ** 2).sum(axis=1))
+def lp_norms(delta: np.ndarray, norm) -> np.ndarray:
+    """Per-sample L-inf or L2 norm of a batch (numpy): `norms.lp_norm`, kept under this name."""
+    return lp_norm(delta, norm)
 
 
-def _compiled(model_fn: Callable, norm: str):
+def _build_step(model_fn: Callable, norm: Norm) -> Callable:
     import tensorflow as tf
-
-    try:
-        per_model = _COMPILED.setdefault(model_fn, {})
-    except TypeError:
-        per_model = {}
-    if norm in per_model:
-        return per_model[norm]
-
-    def batch_norm(t, which):
-        flat = tf.reshape(t, (tf.shape(t)[0], -1))
-        if which == "inf":
-            return tf.reduce_max(tf.abs(flat), axis=1)
-        if which == "1":
-            return tf.reduce_sum(tf.abs(flat), axis=1)
-        return tf.sqrt(tf.reduce_sum(flat * flat, axis=1))
-
-    dual = "1" if norm == "inf" else "2"
 
     @tf.function(reduce_retracing=True)
     def step(delta, epsilon, best_norm, best_adv, adv_found, x, y, alpha, gamma, worst_norm):
@@ -121,40 +100,35 @@ def _compiled(model_fn: Callable, norm: str):
             margin = tf.reduce_sum(logits * onehot, axis=1) - tf.reduce_max(logits - 1e9 * onehot, axis=1)
             loss = -tf.reduce_sum(margin)
         grad = tape.gradient(loss, delta)
-        delta_norm = batch_norm(delta, norm)
+        delta_norm = lp_norm_tf(delta, norm)
         is_adv = tf.argmax(logits, axis=1) != y
         improved = is_adv & (delta_norm < best_norm)
         adv_found = adv_found | is_adv
         best_norm = tf.where(improved, delta_norm, best_norm)
         best_adv = tf.where(improved[:, None, None, None], x_adv, best_adv)
-        to_boundary = tf.abs(margin) / tf.maximum(batch_norm(grad, dual), 1e-12)
+        to_boundary = tf.abs(margin) / tf.maximum(lp_norm_tf(grad, norm.dual), 1e-12)
         epsilon = tf.where(is_adv, tf.minimum(epsilon * (1 - gamma), best_norm),
                            tf.where(adv_found, epsilon * (1 + gamma),
                                     tf.maximum(delta_norm + to_boundary, epsilon * (1 + gamma))))
         epsilon = tf.minimum(epsilon, worst_norm)
-        if norm == "inf":
-            delta = delta + alpha * epsilon[:, None, None, None] * tf.sign(grad)
+        if norm == Norm.LINF:
+            delta = delta + alpha * per_sample(epsilon, delta) * tf.sign(grad)
         else:
-            delta = delta + alpha * grad / tf.maximum(batch_norm(grad, "2"), 1e-12)[:, None, None, None]
-        if norm == "inf":
-            delta = tf.clip_by_value(delta, -epsilon[:, None, None, None], epsilon[:, None, None, None])
-        else:
-            scale = tf.minimum(1.0, epsilon / tf.maximum(batch_norm(delta, "2"), 1e-12))
-            delta = delta * scale[:, None, None, None]
+            delta = delta + alpha * grad / per_sample(tf.maximum(lp_norm_tf(grad, norm), 1e-12), grad)
+        delta = clip_delta_tf(delta, epsilon, norm)
         delta = tf.clip_by_value(x + delta, 0.0, 1.0) - x
         return delta, epsilon, best_norm, best_adv, adv_found
 
-    per_model[norm] = step
     return step
 
 
-def fmn_norms(model_fn: Callable, x, y, *, norm="inf", eps: float | None = None,
+def fmn_norms(model_fn: Callable, x, y, *, norm="linf", eps: float | None = None,
               config: FMNConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(x_adv, minimal norms) for one batch: norm 0 where x is already misclassified, inf
     where FMN found no adversarial point (within eps when eps is given)."""
     import tensorflow as tf
 
-    norm = normalize_norm(norm)
+    norm = parse_norm(norm)
     config = config or FMNConfig()
     if eps is not None and not eps >= 0:
         raise ValueError(f"eps must be >= 0 or None, got {eps}")
@@ -163,7 +137,7 @@ def fmn_norms(model_fn: Callable, x, y, *, norm="inf", eps: float | None = None,
     x_adv = x.copy()
     if len(x) == 0:
         return x_adv, norms
-    clean_pred = np.asarray(model_fn(tf.constant(x))).argmax(axis=1)
+    clean_pred = logits_of(model_fn, x).argmax(axis=1)
     todo = np.flatnonzero(clean_pred == y)
     if len(todo) == 0:
         return x_adv, norms
@@ -171,7 +145,7 @@ def fmn_norms(model_fn: Callable, x, y, *, norm="inf", eps: float | None = None,
         norms[todo] = np.inf
         return x_adv, norms
 
-    step = _compiled(model_fn, norm)
+    step = cached(model_fn, ("fmn", norm), lambda weak_fn: _build_step(weak_fn, norm))
     x0 = tf.constant(x[todo])
     y0 = tf.constant(y[todo])
     worst = np.maximum(x[todo], 1.0 - x[todo])
@@ -197,7 +171,7 @@ def fmn_norms(model_fn: Callable, x, y, *, norm="inf", eps: float | None = None,
     return x_adv, norms
 
 
-def fmn(model_fn: Callable, x, y, *, eps: float | None = None, norm="inf", seed: int = 0,
+def fmn(model_fn: Callable, x, y, *, eps: float | None = None, norm="linf", seed: int = 0,
         steps: int = 100, alpha_init: float = 1.0, alpha_final: float = 0.0,
         gamma_init: float = 0.05, gamma_final: float = 0.001, schedule: str = "cosine") -> np.ndarray:
     """FMN under the attack contract: x_adv of (close to) minimal norm; x where it failed.
@@ -212,7 +186,7 @@ def fmn(model_fn: Callable, x, y, *, eps: float | None = None, norm="inf", seed:
 
 def default_alpha_grid(norm) -> tuple[float, ...]:
     """Candidate alpha_init values for `tune_fmn` (L-inf: times epsilon; L2: step length)."""
-    return (0.1, 0.3, 1.0, 3.0) if normalize_norm(norm) == "inf" else (0.03, 0.1, 0.3, 1.0)
+    return (0.1, 0.3, 1.0, 3.0) if parse_norm(norm) == Norm.LINF else (0.03, 0.1, 0.3, 1.0)
 
 
 def median_norm(norms: np.ndarray) -> float:
@@ -227,7 +201,7 @@ class TuningResult:
     table: tuple[dict, ...]  # one row per candidate: alpha_init, schedule, median_norm, success
 
 
-def tune_fmn(model_fn: Callable, x, y, *, norm="inf", steps: int = 100,
+def tune_fmn(model_fn: Callable, x, y, *, norm="linf", steps: int = 100,
              alphas: tuple[float, ...] | None = None, schedules: tuple[str, ...] = SCHEDULES,
              eps: float | None = None) -> TuningResult:
     """Pick alpha_init × schedule with the smallest median norm on a calibration batch.
@@ -254,4 +228,6 @@ def tune_fmn(model_fn: Callable, x, y, *, norm="inf", steps: int = 100,
             key = (med, mean_finite)
             if best_key is None or key < best_key:
                 best_key, best_config = key, config
+    if best_config is None:  # unreachable: the grid is non-empty
+        raise ValueError("tune_fmn found no candidate")
     return TuningResult(config=best_config, table=tuple(rows))

@@ -9,14 +9,14 @@ All functions follow the contract in `edgeprune.attacks.registry`.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 
 import numpy as np
 
-_ORD = {"linf": np.inf, "l2": 2}
-# One compiled loop per (model_fn, norm), weakly keyed so models can be freed.
-_PGD_LOOPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+from edgeprune.attacks.compiled import cached, weak_callable
+from edgeprune.attacks.norms import Norm, clip_delta_tf, parse_norm, steepest_direction_tf
+
+_ORD = {Norm.LINF: np.inf, Norm.L2: 2}
 
 
 def default_step_size(eps: float, steps: int, step_size: float) -> float:
@@ -28,7 +28,7 @@ def fgsm(model_fn: Callable, x, y, *, eps: float, norm: str, seed: int) -> np.nd
     """One signed (Linf) or normalised (L2) gradient step of size eps; deterministic."""
     from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
 
-    return fast_gradient_method(model_fn, x, eps, _ORD[norm], clip_min=0.0, clip_max=1.0, y=y,
+    return fast_gradient_method(model_fn, x, eps, _ORD[parse_norm(norm)], clip_min=0.0, clip_max=1.0, y=y,
                                 targeted=False).numpy()
 
 
@@ -39,7 +39,7 @@ def mim(model_fn: Callable, x, y, *, eps: float, norm: str, seed: int, steps: in
 
     return momentum_iterative_method(
         model_fn, x, eps=eps, eps_iter=default_step_size(eps, steps, step_size), nb_iter=steps,
-        norm=_ORD[norm], clip_min=0.0, clip_max=1.0, y=y, targeted=False, decay_factor=decay,
+        norm=_ORD[parse_norm(norm)], clip_min=0.0, clip_max=1.0, y=y, targeted=False, decay_factor=decay,
         sanity_checks=False).numpy()
 
 
@@ -95,17 +95,7 @@ def pgd(model_fn: Callable, x, y, *, eps: float, norm: str, seed: int, steps: in
                 tf.constant(steps, tf.int32)).numpy()
 
 
-def _weak_callable(fn: Callable) -> Callable:
-    """`fn` through a weak reference where possible (compiled loops are cached per model_fn)."""
-    try:
-        ref = weakref.ref(fn)
-    except TypeError:
-        return fn
-
-    def call(*args, **kwargs):
-        return ref()(*args, **kwargs)
-
-    return call
+_weak_callable = weak_callable  # the older name, kept for imports elsewhere
 
 
 def random_ball(shape, eps: float, norm: str, seed: int):
@@ -113,7 +103,7 @@ def random_ball(shape, eps: float, norm: str, seed: int):
     import tensorflow as tf
 
     generator = tf.random.Generator.from_seed(int(seed))
-    if norm == "linf":
+    if parse_norm(norm) == Norm.LINF:
         return generator.uniform(shape, -eps, eps, dtype=tf.float32)
     dim = tf.reduce_prod(shape[1:])
     gauss = generator.normal((shape[0], dim), dtype=tf.float32)
@@ -123,21 +113,13 @@ def random_ball(shape, eps: float, norm: str, seed: int):
 
 
 def _pgd_loop(model_fn: Callable, norm: str, image_shape: tuple) -> Callable:
+    """One compiled PGD loop per (model_fn, norm, image shape): any batch size, any steps."""
+    return cached(model_fn, ("pgd", parse_norm(norm), image_shape),
+                  lambda weak_fn: _build_pgd_loop(weak_fn, parse_norm(norm), image_shape))
+
+
+def _build_pgd_loop(model_fn: Callable, norm: Norm, image_shape: tuple) -> Callable:
     import tensorflow as tf
-
-    try:
-        cache = _PGD_LOOPS.setdefault(model_fn, {})
-    except TypeError:  # model_fn cannot be weakly referenced: compile without caching
-        cache = {}
-    if (norm, image_shape) in cache:
-        return cache[(norm, image_shape)]
-    model_fn = _weak_callable(model_fn)  # the cache entry must not keep its own key alive
-
-    def clip_eta(eta, eps):
-        if norm == "linf":
-            return tf.clip_by_value(eta, -eps, eps)
-        size = tf.sqrt(tf.maximum(1e-12, tf.reduce_sum(tf.square(eta), axis=[1, 2, 3], keepdims=True)))
-        return eta * tf.minimum(1.0, eps / size)
 
     images = tf.TensorSpec((None, *image_shape), tf.float32)
     scalar = tf.TensorSpec((), tf.float32)
@@ -145,20 +127,14 @@ def _pgd_loop(model_fn: Callable, norm: str, image_shape: tuple) -> Callable:
     @tf.function(input_signature=[images, tf.TensorSpec((None,), tf.int64), images, scalar, scalar,
                                   tf.TensorSpec((), tf.int32)])
     def loop(x, y, start, eps, step, steps):
-        x_adv = tf.clip_by_value(x + clip_eta(start, eps), 0.0, 1.0)
+        x_adv = tf.clip_by_value(x + clip_delta_tf(start, eps, norm), 0.0, 1.0)
         for _ in tf.range(steps):
             with tf.GradientTape() as tape:
                 tape.watch(x_adv)
                 loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=model_fn(x_adv))
             grad = tape.gradient(loss, x_adv)
-            if norm == "linf":
-                direction = tf.sign(grad)
-            else:
-                direction = grad / tf.sqrt(tf.maximum(1e-12, tf.reduce_sum(tf.square(grad), axis=[1, 2, 3],
-                                                                           keepdims=True)))
-            x_adv = tf.clip_by_value(x_adv + step * direction, 0.0, 1.0)
-            x_adv = tf.clip_by_value(x + clip_eta(x_adv - x, eps), 0.0, 1.0)
+            x_adv = tf.clip_by_value(x_adv + step * steepest_direction_tf(grad, norm), 0.0, 1.0)
+            x_adv = tf.clip_by_value(x + clip_delta_tf(x_adv - x, eps, norm), 0.0, 1.0)
         return x_adv
 
-    cache[(norm, image_shape)] = loop
     return loop

@@ -36,21 +36,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edgeprune.attacks.norms import NORMS, parse_norm
 from edgeprune.errors import EdgepruneError
 
-NORMS = ("linf", "l2")
 KINDS = ("bounded", "minimum-norm", "universal")
 DEFAULT_EPS = {"linf": 8 / 255, "l2": 0.5}
-_NORM_ALIASES = {"linf": "linf", "inf": "linf", "l_inf": "linf", "np.inf": "linf",
-                 "infinity": "linf", "l2": "l2", "2": "l2", "2.0": "l2"}
 
 
 def normalize_norm(norm: Any) -> str:
     """'linf' or 'l2' from any usual spelling (np.inf, 'inf', 2, 'L2', ...)."""
-    key = "linf" if isinstance(norm, float) and math.isinf(norm) else str(norm).strip().lower()
-    if key not in _NORM_ALIASES:
-        raise EdgepruneError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
-    return _NORM_ALIASES[key]
+    return parse_norm(norm).value
 
 
 @dataclass(frozen=True)

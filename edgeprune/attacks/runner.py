@@ -15,7 +15,6 @@ import hashlib
 import json
 import time
 import warnings
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune.attacks.gradient import _weak_callable
+from edgeprune.attacks.compiled import logits_of
+from edgeprune.attacks.norms import perturbation_norms, project, project_delta
 from edgeprune.attacks.registry import DEFAULT_EPS, AttackSpec, get_attack, normalize_norm
 from edgeprune.errors import EdgepruneError
 from edgeprune.io import atomic_path
@@ -157,32 +157,6 @@ def check_images(x: np.ndarray, y: np.ndarray, *, num_classes: int | None = None
     if num_classes is not None and (y.min() < 0 or y.max() >= num_classes):
         raise EdgepruneError(f"labels must lie in 0..{num_classes - 1}, got {y.min()}..{y.max()}")
     return x.astype(np.float32, copy=False), y.astype(np.int64)
-
-
-def project(x_adv: np.ndarray, x: np.ndarray, eps: float | None, norm: str) -> np.ndarray:
-    """x_adv moved onto the eps-ball around x in `norm` (if eps) and onto [0, 1]."""
-    delta = np.asarray(x_adv, np.float64) - x
-    delta = np.nan_to_num(delta, nan=0.0, posinf=0.0, neginf=0.0)
-    if eps is not None:
-        delta = _project_delta(delta, eps, norm, batched=True)
-    return np.clip(x + delta, 0.0, 1.0).astype(np.float32)
-
-
-def _project_delta(delta: np.ndarray, eps: float, norm: str, *, batched: bool) -> np.ndarray:
-    if norm == "linf":
-        return np.clip(delta, -eps, eps)
-    flat = delta.reshape(len(delta), -1) if batched else delta.reshape(1, -1)
-    norms = np.sqrt(np.sum(flat * flat, axis=1))
-    # A hair inside the ball so float32 rounding cannot push a sample past eps.
-    factor = np.minimum(1.0, eps * (1 - 1e-7) / np.maximum(norms, 1e-30))
-    shape = (-1,) + (1,) * (delta.ndim - 1) if batched else ()
-    return delta * factor.reshape(shape) if batched else delta * factor[0]
-
-
-def perturbation_norms(x_adv: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample (Linf, L2) of x_adv - x, computed in float64."""
-    delta = (np.asarray(x_adv, np.float64) - np.asarray(x, np.float64)).reshape(len(x), -1)
-    return np.abs(delta).max(axis=1), np.sqrt(np.sum(delta * delta, axis=1))
 
 
 def batch_seed(seed: int, start: int) -> int:
@@ -345,13 +319,15 @@ def run_attack(model, x: np.ndarray, y: np.ndarray, config: AttackConfig, *, pro
     if eps == 0.0:
         x_adv, done = x.copy(), len(x)
     elif spec.kind == "universal" and perturbation is None:
+        if eps is None:
+            raise EdgepruneError(f"attack {spec.name} is universal: it needs eps > 0")
         fit = np.sort(np.random.default_rng(config.seed).permutation(len(x))[:config.params["fit_size"]])
         raw = np.asarray(fn(model_fn, tf.constant(x[fit]), tf.constant(y[fit]), eps=eps, norm=norm,
                             seed=batch_seed(config.seed, len(x) + 1), **config.params), np.float64)
         if raw.shape != x.shape[1:]:
             raise EdgepruneError(f"attack {spec.name} returned a perturbation of shape {raw.shape}, "
                                  f"expected {x.shape[1:]}")
-        perturbation = _project_delta(raw, eps, norm, batched=False).astype(np.float32)
+        perturbation = project_delta(raw, eps, norm, batched=False).astype(np.float32)
         if partial is not None:
             _save_partial(partial, key, x_adv, 0, perturbation)
 
@@ -390,25 +366,9 @@ def attack_batch(model, x, y, attack: str, *, eps: float | None = None, norm: st
     return run_attack(model, x, y, config).x_adv
 
 
-_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _predict(model_fn: Callable, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Predicted classes through a compiled forward pass (eager Keras calls cost seconds here)."""
-    import tensorflow as tf
-
-    key = tuple(x.shape[1:])
-    try:
-        forwards = _FORWARDS.setdefault(model_fn, {})
-    except TypeError:
-        forwards = {}
-    if key not in forwards:
-        weak_fn = _weak_callable(model_fn)
-        forwards[key] = tf.function(lambda t: tf.argmax(weak_fn(t), axis=1),
-                                    input_signature=[tf.TensorSpec((None, *key), tf.float32)])
-    forward = forwards[key]
-    preds = [forward(tf.constant(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
-    return np.concatenate(preds).astype(np.int64)
+    return logits_of(model_fn, x, batch_size).argmax(axis=1).astype(np.int64)
 
 
 def _num_classes(model) -> int | None:

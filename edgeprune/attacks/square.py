@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeprune.attacks.apgd import normalize_norm
 from edgeprune.attacks.checks import as_batch
+from edgeprune.attacks.compiled import logits_of
+from edgeprune.attacks.norms import Norm, parse_norm
 
 # Fractions of a 10,000-query run at which p is halved (Andriushchenko et al., AutoAttack).
 _HALVING_POINTS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -82,8 +83,11 @@ def square_attack(predict: Callable[[np.ndarray], np.ndarray], x, y, *, eps: flo
         queries[alive] += 1
         x_best[alive], best_margin[alive] = candidate, cand_margin
 
+    # The points still correct, compacted; re-gathered only when one of them is fooled.
+    alive = np.flatnonzero(best_margin > 0)
+    x_a, y_a, low_a, high_a = x[alive], y[alive], low[alive], high[alive]
+    best_a, margin_a = x_best[alive], best_margin[alive]
     for iteration in range(1, n_queries):
-        alive = np.flatnonzero(best_margin > 0)
         if len(alive) == 0:
             break
         p = p_schedule(p_init, iteration, n_queries)
@@ -92,37 +96,39 @@ def square_attack(predict: Callable[[np.ndarray], np.ndarray], x, y, *, eps: flo
         top = int(rng.integers(0, height - side + 1))
         left = int(rng.integers(0, width - side + 1))
         window = (slice(None), slice(top, top + side), slice(left, left + side), slice(None))
-        x_alive, best_alive = x[alive], x_best[alive]
-        delta = best_alive - x_alive
+        x_win, low_win, high_win, best_win = x_a[window], low_a[window], high_a[window], best_a[window]
         # Redraw signs until each sample's window really changes (at most a few tries).
         new_window = eps * rng.choice([-1.0, 1.0], size=(len(alive), 1, 1, channels)).astype(np.float32)
         for _ in range(10):
-            same = np.all(np.abs(np.clip(x_alive[window] + new_window, low[alive][window], high[alive][window])
-                                 - best_alive[window]) < 1e-7, axis=(1, 2, 3))
+            same = np.all(np.abs(np.clip(x_win + new_window, low_win, high_win) - best_win) < 1e-7,
+                          axis=(1, 2, 3))
             if not same.any():
                 break
             new_window[same] = eps * rng.choice([-1.0, 1.0], size=(int(same.sum()), 1, 1, channels))
-        delta[window] = new_window
-        candidate = np.clip(x_alive + delta, low[alive], high[alive])
-        cand_margin = margin(np.asarray(predict(candidate), np.float32), y[alive])
+        # Outside the window the candidate is the best point so far (already within eps and [0, 1]).
+        candidate = best_a.copy()
+        candidate[window] = np.clip(x_win + new_window, low_win, high_win)
+        cand_margin = margin(np.asarray(predict(candidate), np.float32), y_a)
         queries[alive] += 1
-        improved = cand_margin < best_margin[alive]
-        x_best[alive[improved]] = candidate[improved]
-        best_margin[alive[improved]] = cand_margin[improved]
+        improved = cand_margin < margin_a
+        best_a[improved] = candidate[improved]
+        margin_a[improved] = cand_margin[improved]
+        if (margin_a[improved] <= 0).any():  # someone was fooled: write back and compact
+            x_best[alive], best_margin[alive] = best_a, margin_a
+            keep = margin_a > 0
+            alive = alive[keep]
+            x_a, y_a, low_a, high_a = x_a[keep], y_a[keep], low_a[keep], high_a[keep]
+            best_a, margin_a = best_a[keep], margin_a[keep]
         if progress is not None:
             progress(iteration)
+    x_best[alive], best_margin[alive] = best_a, margin_a
     return SquareResult(x_best.astype(np.float32), best_margin, queries)
 
 
-def square(model_fn: Callable, x, y, *, eps: float, norm="inf", seed: int = 0,
+def square(model_fn: Callable, x, y, *, eps: float, norm="linf", seed: int = 0,
            n_queries: int = 5000, p_init: float = 0.8) -> np.ndarray:
     """Square Attack under the attack contract (uses only `model_fn`'s outputs, no gradients)."""
-    if normalize_norm(norm) != "inf":
+    if parse_norm(norm) != Norm.LINF:
         raise ValueError(f"square supports norm 'inf' only, got {norm!r}")
 
-    import tensorflow as tf
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        return np.asarray(model_fn(tf.convert_to_tensor(batch)), dtype=np.float32)
-
-    return square_attack(predict, x, y, eps=eps, seed=seed, n_queries=n_queries, p_init=p_init).x_adv
+    return square_attack(lambda batch: logits_of(model_fn, batch), x, y, eps=eps, seed=seed, n_queries=n_queries, p_init=p_init).x_adv

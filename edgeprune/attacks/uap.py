@@ -16,7 +16,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from edgeprune.attacks.compiled import logits_of
 from edgeprune.attacks.deepfool import deepfool
+from edgeprune.attacks.norms import project_delta
 
 
 def universal_perturbation(model_fn: Callable, x, y, *, eps: float, norm: str, seed: int,
@@ -38,7 +40,7 @@ def universal_perturbation(model_fn: Callable, x, y, *, eps: float, norm: str, s
                 continue
             stepped = deepfool(model_fn, xb[still], y[batch][still], eps=None, norm=norm, seed=seed,
                                max_iter=deepfool_iter, overshoot=overshoot)
-            v = _project(v + np.sum(stepped - xb[still], axis=0), eps, norm)
+            v = project_delta(v + np.sum(stepped - xb[still], axis=0), eps, norm, batched=False).astype(np.float32)
         rate = float(np.mean(_predict(model_fn, np.clip(x + v, 0.0, 1.0)) != clean_pred))
         if rate > best_rate:  # passes can undo each other: keep the best vector seen
             best_v, best_rate = v, rate
@@ -47,15 +49,6 @@ def universal_perturbation(model_fn: Callable, x, y, *, eps: float, norm: str, s
     return best_v
 
 
-def _project(v: np.ndarray, eps: float, norm: str) -> np.ndarray:
-    if norm == "linf":
-        return np.clip(v, -eps, eps).astype(np.float32)
-    size = float(np.sqrt(np.sum(np.square(v, dtype=np.float64))))
-    return (v * min(1.0, eps / max(size, 1e-30))).astype(np.float32)
-
-
 def _predict(model_fn: Callable, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    import tensorflow as tf
 
-    return np.concatenate([np.argmax(np.asarray(model_fn(tf.constant(x[i:i + batch_size]))), axis=1)
-                           for i in range(0, len(x), batch_size)])
+    return logits_of(model_fn, x, batch_size).argmax(axis=1)
