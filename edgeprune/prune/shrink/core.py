@@ -150,19 +150,38 @@ def _unused_pass(plan: _Plan) -> dict[TensorId, np.ndarray]:
     return unused
 
 
-def _decide_pass(plan: _Plan) -> None:
-    """A group goes only if every member is constant and every mixing consumer absorbs it."""
-    graph = plan.graph
+def _pinned(plan: _Plan) -> dict[TensorId, str]:
+    """Tensors none of whose channels may go, with why: around barriers, model inputs/outputs."""
     pinned: dict[TensorId, str] = {}
-    for call in graph.calls:
+    for call in plan.graph.calls:
         if call.name in plan.barriers:
             for tensor in call.ins + call.outs:
                 pinned.setdefault(tensor.id, f"{call.name} ({call.kind}): {plan.barriers[call.name]}")
-    for tensor_id in graph.inputs:
+    for tensor_id in plan.graph.inputs:
         pinned.setdefault(tensor_id, "model input")
-    for tensor_id in graph.outputs:
+    for tensor_id in plan.graph.outputs:
         pinned.setdefault(tensor_id, "model output")
+    return pinned
 
+
+def _block_unabsorbable(plan: _Plan, tensor: Tensor) -> None:
+    """Constant channels that a mixing consumer cannot fold exactly stay."""
+    for consumer in tensor.consumers:
+        rule = plan.rules.get(consumer.name)
+        if rule is None or rule.couple != "mix":
+            continue
+        bad = np.flatnonzero(tensor.const & ~absorbable(rule, consumer, tensor))
+        config = consumer.config
+        plan.block(tensor, bad, f"constant {tensor.id[0]} channel feeds {consumer.name} ({consumer.kind}, "
+                                f"{config.get('kernel_size', (1, 1))} kernel, "
+                                f"{config.get('padding', 'no')} padding): cannot be folded exactly")
+
+
+def _decide_pass(plan: _Plan) -> None:
+    """A group goes only if every member is constant (or unused) and every mixing consumer
+    absorbs it."""
+    graph = plan.graph
+    pinned = _pinned(plan)
     unused = _unused_pass(plan)
     for tensor in graph.tensors.values():
         plan.block(tensor, np.flatnonzero(~tensor.const & ~unused[tensor.id]),
@@ -170,15 +189,7 @@ def _decide_pass(plan: _Plan) -> None:
                    "or a depthwise conv)")
         if tensor.id in pinned:
             plan.block(tensor, range(tensor.channels), pinned[tensor.id])
-        for consumer in tensor.consumers:
-            rule = plan.rules.get(consumer.name)
-            if rule is None or rule.couple != "mix":
-                continue
-            bad = np.flatnonzero(tensor.const & ~absorbable(rule, consumer, tensor))
-            config = consumer.config
-            plan.block(tensor, bad, f"constant {tensor.id[0]} channel feeds {consumer.name} ({consumer.kind}, "
-                                    f"{config.get('kernel_size', (1, 1))} kernel, "
-                                    f"{config.get('padding', 'no')} padding): cannot be folded exactly")
+        _block_unabsorbable(plan, tensor)
 
     roots = np.array([plan.groups.find(node) for node in range(graph.node_count)], dtype=int)
     plan.removed = ~np.isin(roots, list(plan.blocked)) if plan.blocked else np.ones(graph.node_count, bool)
