@@ -117,6 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", choices=["all", "torchattacks", "edgeprune", "edgeprune-10-steps"],
                         default="all", help="run one part only (to run parts side by side); the table "
                                             "is written once every part of every eps is cached")
+    parser.add_argument("--note", default="", help="a sentence on how this run went, added to OUT.md")
     parser.add_argument("--out", default="benchmarks/results/autoattack_reference", help="output stem")
     parser.add_argument("--force", choices=["none", "edgeprune", "torchattacks", "all"], default="none",
                         help="re-time these sides' attacks (model, images and ONNX are always kept)")
@@ -291,7 +292,7 @@ def write_results(args: argparse.Namespace, check: dict, rows: list[dict]) -> No
         ["--data", args.data, "--work", args.work, "--limit", str(args.limit), "--eps", args.eps,
          "--threads", str(args.threads)])
     payload = {"command": command, "host": host, "threads": args.threads, "images": args.limit,
-               "onnx_check": check, "busy_host": busy, "rows": rows}
+               "onnx_check": check, "busy_host": busy, "note": args.note, "rows": rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
@@ -329,6 +330,8 @@ def write_results(args: argparse.Namespace, check: dict, rows: list[dict]) -> No
             f"{ref['load_after']:.2f}; {ours['load_before']:.2f} → {ours['load_after']:.2f} |")
     lines += ["", f"Host: {host['processor']} ({host['cpus']} CPUs, {host['machine']}), Python {host['python']}.",
               f"Command: `{command}`", ""]
+    if args.note:
+        lines += [args.note, ""]
     if busy:
         lines += [f"**The host was busy** (load average above {BUSY_LOAD} during a timed part: other jobs "
                   "shared the two cores), so both wall times are inflated and their ratio is noisy; "

@@ -54,62 +54,61 @@ def dlr_targeted_loss(logits, y, y_target):
     return -(z_y - z_t) / scale
 
 
-def _per_sample_loss(loss: str, logits, y, y_target):
+def _per_sample_loss(loss_id, logits, y, y_target):
+    """The loss LOSSES[loss_id] per sample; `loss_id` is a tensor, so one trace serves all."""
     import tensorflow as tf
 
-    if loss == "ce":
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-    if loss == "dlr":
-        return dlr_loss(logits, y)
-    return dlr_targeted_loss(logits, y, y_target)
+    # All three are a few ops on the logits; selecting one keeps the graph free of control flow.
+    losses = tf.stack([tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits),
+                       dlr_loss(logits, y), dlr_targeted_loss(logits, y, y_target)])
+    return tf.gather(losses, loss_id)
 
 
-def _build_loop(model_fn: Callable, loss: str, norm: Norm, image_shape: tuple) -> Callable:
+def _build_loop(model_fn: Callable, norm: Norm, image_shape: tuple) -> Callable:
     """One run of APGD (all steps, step-size halving included) as a single compiled loop.
 
     Per sample it tracks the first misclassified point (x_hit) and the highest-loss point
-    (x_best); every batch size and step count reuses one trace.
+    (x_best). Every loss, batch size and step count reuses one trace, and the graph holds
+    the model once: iteration 0 evaluates the start point, iteration i > 0 takes step i.
     """
     import tensorflow as tf
-
-    def loss_and_grad(x, y, y_target):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            logits = tf.cast(model_fn(x), tf.float32)
-            loss_values = _per_sample_loss(loss, logits, y, y_target)
-            total = tf.reduce_sum(loss_values)
-        return logits, loss_values, tape.gradient(total, x)
 
     images = tf.TensorSpec((None, *image_shape), tf.float32)
     labels = tf.TensorSpec((None,), tf.int64)
 
-    @tf.function(input_signature=[images, images, labels, labels, tf.TensorSpec((None,), tf.float32),
-                                  tf.TensorSpec((None,), tf.bool), tf.TensorSpec((), tf.float32),
-                                  tf.TensorSpec((), tf.float32)])
-    def run(x, x_start, y, y_target, eps, is_checkpoint, rho, alpha):
-        def rows(mask):  # (batch,) bool -> broadcastable over the images
+    @tf.function(input_signature=[images, images, labels, labels, tf.TensorSpec((), tf.int32),
+                                  tf.TensorSpec((None,), tf.float32), tf.TensorSpec((None,), tf.bool),
+                                  tf.TensorSpec((), tf.float32), tf.TensorSpec((), tf.float32)])
+    def run(x, x_start, y, y_target, loss_id, eps, is_checkpoint, rho, alpha):
+        def rows(mask):  # (batch,) -> broadcastable over the images
             return tf.reshape(mask, (-1,) + (1,) * len(image_shape))
 
-        logits, loss_values, grad = loss_and_grad(x_start, y, y_target)
+        n = tf.shape(x)[0]
         x_adv, x_adv_old = x_start, x_start
-        x_best, loss_best, grad_best = x_start, loss_values, grad
-        hit = tf.not_equal(tf.argmax(logits, axis=1), y)
-        x_hit = x_start
+        grad = tf.zeros_like(x)
+        x_best, grad_best, x_hit = x_start, grad, x_start
+        loss_best = tf.fill((n,), np.float32(-np.inf))
+        loss_prev = tf.fill((n,), np.float32(np.inf))
+        hit = tf.zeros((n,), tf.bool)
         step_size = 2.0 * eps
-        loss_prev = loss_values
-        increases = tf.zeros_like(loss_values)
+        increases = tf.zeros((n,), tf.float32)
         loss_best_last_check = loss_best
-        halved_last_check = tf.ones_like(hit)
+        halved_last_check = tf.ones((n,), tf.bool)
         last_checkpoint = tf.constant(0.0)
-        for i in tf.range(tf.shape(is_checkpoint)[0]):
-            momentum = tf.where(i == 0, 1.0, alpha)
-            z = project_tf(x_adv + tf.reshape(step_size, (-1,) + (1,) * len(image_shape))
-                           * steepest_direction_tf(grad, norm), x, eps, norm)
-            x_new = project_tf(x_adv + momentum * (z - x_adv) + (1.0 - momentum) * (x_adv - x_adv_old),
-                               x, eps, norm)
-            x_adv_old = x_adv
-            x_adv = x_new
-            logits, loss_values, grad = loss_and_grad(x_adv, y, y_target)
+        for i in tf.range(tf.shape(is_checkpoint)[0] + 1):
+            if i > 0:
+                momentum = tf.where(i == 1, 1.0, alpha)
+                z = project_tf(x_adv + rows(step_size) * steepest_direction_tf(grad, norm), x, eps, norm)
+                x_new = project_tf(x_adv + momentum * (z - x_adv) + (1.0 - momentum) * (x_adv - x_adv_old),
+                                   x, eps, norm)
+                x_adv_old = x_adv
+                x_adv = x_new
+            with tf.GradientTape() as tape:
+                tape.watch(x_adv)
+                logits = tf.cast(model_fn(x_adv), tf.float32)
+                loss_values = _per_sample_loss(loss_id, logits, y, y_target)
+                total = tf.reduce_sum(loss_values)
+            grad = tape.gradient(total, x_adv)
 
             now_hit = tf.not_equal(tf.argmax(logits, axis=1), y) & ~hit
             x_hit = tf.where(rows(now_hit), x_adv, x_hit)
@@ -120,9 +119,10 @@ def _build_loop(model_fn: Callable, loss: str, norm: Norm, image_shape: tuple) -
             x_best = tf.where(rows(better), x_adv, x_best)
             grad_best = tf.where(rows(better), grad, grad_best)
             loss_best = tf.where(better, loss_values, loss_best)
-
-            if is_checkpoint[i]:
-                at = tf.cast(i + 1, tf.float32)
+            if i == 0:
+                loss_best_last_check = loss_best
+            elif is_checkpoint[i - 1]:
+                at = tf.cast(i, tf.float32)
                 oscillating = increases < rho * (at - last_checkpoint)
                 stalled = ~halved_last_check & (loss_best_last_check >= loss_best)
                 halve = oscillating | stalled
@@ -201,8 +201,8 @@ def apgd(model_fn: Callable, x, y, *, eps: float, norm="linf", seed: int = 0, st
     if len(x) == 0 or eps == 0:
         return x.copy()
 
-    run = cached(model_fn, ("apgd", loss, norm, tuple(x.shape[1:])),
-                 lambda weak_fn: _build_loop(weak_fn, loss, norm, tuple(x.shape[1:])))
+    run = cached(model_fn, ("apgd", norm, tuple(x.shape[1:])),
+                 lambda weak_fn: _build_loop(weak_fn, norm, tuple(x.shape[1:])))
     rng = np.random.default_rng(seed)
     clean_logits = logits_of(model_fn, x)
     num_classes = clean_logits.shape[1]
@@ -232,7 +232,7 @@ def apgd(model_fn: Callable, x, y, *, eps: float, norm="linf", seed: int = 0, st
         x_start = random_start(x_sub, eps_sub, norm, rng) if random_init else x_sub.copy()
         hit, x_hit, x_best, loss_best = (t.numpy() for t in run(
             tf.constant(x_sub), tf.constant(x_start), tf.constant(y[todo]), tf.constant(y_target[todo]),
-            tf.constant(eps_sub), tf.constant(is_checkpoint), tf.constant(rho, tf.float32),
+            tf.constant(LOSSES.index(loss), tf.int32), tf.constant(eps_sub), tf.constant(is_checkpoint), tf.constant(rho, tf.float32),
             tf.constant(alpha, tf.float32)))
 
         # Per sample: the misclassified point if any, else the highest-loss point over restarts.

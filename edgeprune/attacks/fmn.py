@@ -82,11 +82,6 @@ class FMNConfig:
         return self.decay(self.gamma_init, self.gamma_final, step)
 
 
-def lp_norms(delta: np.ndarray, norm) -> np.ndarray:
-    """Per-sample L-inf or L2 norm of a batch (numpy): `norms.lp_norm`, kept under this name."""
-    return lp_norm(delta, norm)
-
-
 def _build_step(model_fn: Callable, norm: Norm) -> Callable:
     import tensorflow as tf
 
@@ -149,7 +144,7 @@ def fmn_norms(model_fn: Callable, x, y, *, norm="linf", eps: float | None = None
     x0 = tf.constant(x[todo])
     y0 = tf.constant(y[todo])
     worst = np.maximum(x[todo], 1.0 - x[todo])
-    worst_norm = lp_norms(worst, norm).astype(np.float32)
+    worst_norm = lp_norm(worst, norm).astype(np.float32)
     if eps is not None:
         worst_norm = np.minimum(worst_norm, np.float32(eps))
     worst_tf = tf.constant(worst_norm)
@@ -167,7 +162,7 @@ def fmn_norms(model_fn: Callable, x, y, *, norm="linf", eps: float | None = None
         found_norm = np.where(found_norm <= eps, found_norm, np.inf)
     found = np.isfinite(found_norm)
     x_adv[todo[found]] = best_adv.numpy()[found]
-    norms[todo] = np.where(found, lp_norms(x_adv[todo] - x[todo], norm), np.inf)
+    norms[todo] = np.where(found, lp_norm(x_adv[todo] - x[todo], norm), np.inf)
     return x_adv, norms
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgeprune.attacks.compiled import cached, weak_callable
+from edgeprune.attacks.compiled import cached
 from edgeprune.attacks.norms import Norm, clip_delta_tf, parse_norm, steepest_direction_tf
 
 _ORD = {Norm.LINF: np.inf, Norm.L2: 2}
@@ -95,7 +95,6 @@ def pgd(model_fn: Callable, x, y, *, eps: float, norm: str, seed: int, steps: in
                 tf.constant(steps, tf.int32)).numpy()
 
 
-_weak_callable = weak_callable  # the older name, kept for imports elsewhere
 
 
 def random_ball(shape, eps: float, norm: str, seed: int):
