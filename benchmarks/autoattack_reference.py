@@ -218,17 +218,18 @@ def main(argv: list[str] | None = None) -> None:
             return {**result, "wall_seconds": round(seconds, 2), "load_before": before, "load_after": after,
                     "omp_wait_policy": env["OMP_WAIT_POLICY"]}
 
-        def edgeprune_side(eps_text: str = eps_text, tag: str = tag) -> dict:
-            stem = work / f"edgeprune_{tag}"
-            cmd = ["edgeprune", "evaluate", str(work / "resnet8.h5"), "--autoattack", "standard",
+        def edgeprune_side(eps_text: str = eps_text, tag: str = tag, version: str = "standard") -> dict:
+            stem = work / f"edgeprune_{tag}" if version == "standard" else work / f"edgeprune_{version}_{tag}"
+            cmd = ["edgeprune", "evaluate", str(work / "resnet8.h5"), "--autoattack", version,
                    "--eps", eps_text.strip(), "--dataset", f"npz:{args.data}", "--limit", str(args.limit),
-                   "-o", str(stem), "-q"]
-            _, seconds, before, after = timed(f"edgeprune eps {eps_text}", lambda: run(
+                   "-o", str(stem), "-q", "--force"]
+            _, seconds, before, after = timed(f"edgeprune {version} eps {eps_text}", lambda: run(
                 [sys.executable, "-m", "edgeprune", *cmd[1:]], env=env))
             report = json.loads(stem.with_suffix(".json").read_text())
             model = report["models"][0]
-            return {"command": shlex.join(cmd), "clean_accuracy": model["clean_accuracy"],
+            return {"command": shlex.join(cmd), "version": version, "clean_accuracy": model["clean_accuracy"],
                     "robust_accuracy": model["robust_accuracy"], "wall_seconds": round(seconds, 2),
+                    "seconds": round(sum(s["seconds"] for s in model["stages"]), 2),
                     "stages": {s["name"]: {"seconds": s["seconds"], "attacked": s["attacked"],
                                            "fooled": s["fooled"], "robust_accuracy": s["robust_accuracy"]}
                                for s in model["stages"]},
@@ -239,8 +240,9 @@ def main(argv: list[str] | None = None) -> None:
         parts = {
             "torchattacks": (work / f"torchattacks_{tag}.json", reference, redo_ref),
             "edgeprune": (work / f"edgeprune_{tag}.timing.json", edgeprune_side, redo_ours),
-            "edgeprune-10-steps": (work / f"edgeprune_{tag}.torchattacks_steps.json",
-                                   lambda eps=eps: like_for_like(work, eps, args.threads), redo_ours),
+            "edgeprune-10-steps": (work / f"edgeprune_{tag}.torchattacks_version.json",
+                                   lambda eps_text=eps_text, tag=tag: edgeprune_side(eps_text, tag, "torchattacks"),
+                                   redo_ours),
         }
         for name, (path, make, redo) in parts.items():
             if args.only in ("all", name):
@@ -254,32 +256,6 @@ def main(argv: list[str] | None = None) -> None:
                      "edgeprune_torchattacks_steps": same_work})
     if len(rows) == len(args.eps.split(",")):
         write_results(args, check, rows)
-
-
-# torchattacks 3.5.1's AutoAttack(version="standard") leaves APGD, APGD-T and FAB at their
-# class defaults: 10 steps each (Croce & Hein's standard is 100), 9 targets, Square 5000 queries.
-TORCHATTACKS_STANDARD = {"apgd-ce": {"steps": 10}, "apgd-t": {"steps": 10}, "fab-t": {"steps": 10}}
-
-
-def like_for_like(work: Path, eps: float, threads: int) -> dict:
-    """edgeprune's ensemble with torchattacks' step counts, attack time only (in this process)."""
-    import numpy as np
-    import tensorflow as tf
-
-    from edgeprune.attacks.autoattack import AutoAttackConfig, run_autoattack
-    from edgeprune.attacks.runner import logits_function
-    from edgeprune.modelio import load_keras_model
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    with np.load(work / "images.npz") as data:
-        x, y = data["x"], data["y"]
-    model_fn, _ = logits_function(load_keras_model(work / "resnet8.h5"), probe=x)
-    config = AutoAttackConfig(eps=eps, version="standard", seed=0, batch_size=256, overrides=TORCHATTACKS_STANDARD)
-    result, seconds, before, after = timed(f"edgeprune (10-step stages) eps {eps:.5g}",
-                                           lambda: run_autoattack(model_fn, x, y, config, run_checks=False))
-    return {"robust_accuracy": result.robust_accuracy, "seconds": round(seconds, 2),
-            "stages": {s.name: round(s.seconds, 2) for s in result.stages},
-            "load_before": before, "load_after": after, "overrides": TORCHATTACKS_STANDARD}
 
 
 def write_results(args: argparse.Namespace, check: dict, rows: list[dict]) -> None:
@@ -310,13 +286,14 @@ def write_results(args: argparse.Namespace, check: dict, rows: list[dict]) -> No
         "",
         "Not the same work: torchattacks' `standard` leaves APGD, APGD-T and FAB at their class default of "
         "**10 steps** (Croce & Hein's standard, which edgeprune runs, is 100), so its gradient stages do a tenth "
-        "of edgeprune's; both run 9 target classes and Square with 5000 queries. The last columns run "
-        "edgeprune's ensemble with torchattacks' step counts (Python API, attack time only).",
+        "of edgeprune's; both run 9 target classes and Square with 5000 queries. The like-for-like columns "
+        "run the whole `edgeprune evaluate --autoattack torchattacks` command, the version that does "
+        "torchattacks' work (10-step APGD/APGD-T/FAB-T, Square 5000), and its wall time over the reference's.",
         "",
         "| eps | clean | torchattacks robust | wall / attack (s) | edgeprune robust | wall (s) | "
-        "stages (s): APGD-CE / APGD-T / FAB-T / Square | edgeprune at 10 steps: robust, attack (s) | "
-        "load before → after (ref; ours) |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---|",
+        "stages (s): APGD-CE / APGD-T / FAB-T / Square | `--autoattack torchattacks`: robust, wall (s) | "
+        "like-for-like wall ratio (edgeprune / torchattacks) | load before → after (ref; ours; like-for-like) |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
     ]
     for r in rows:
         ref, ours, same = r["torchattacks"], r["edgeprune"], r["edgeprune_torchattacks_steps"]
@@ -326,8 +303,10 @@ def write_results(args: argparse.Namespace, check: dict, rows: list[dict]) -> No
             f"| {r['eps']} | {ours['clean_accuracy']:.1%} | {ref['robust_accuracy']:.1%} | "
             f"{ref['wall_seconds']:.1f} / {ref['seconds']:.1f} | {ours['robust_accuracy']:.1%} | "
             f"{ours['wall_seconds']:.1f} | {stages} ({left} points left after APGD) | "
-            f"{same['robust_accuracy']:.1%}, {same['seconds']:.1f} | {ref['load_before']:.2f} → "
-            f"{ref['load_after']:.2f}; {ours['load_before']:.2f} → {ours['load_after']:.2f} |")
+            f"{same['robust_accuracy']:.1%}, {same['wall_seconds']:.1f} | "
+            f"{same['wall_seconds'] / ref['wall_seconds']:.2f}x | {ref['load_before']:.2f} → "
+            f"{ref['load_after']:.2f}; {ours['load_before']:.2f} → {ours['load_after']:.2f}; "
+            f"{same['load_before']:.2f} → {same['load_after']:.2f} |")
     lines += ["", f"Host: {host['processor']} ({host['cpus']} CPUs, {host['machine']}), Python {host['python']}.",
               f"Command: `{command}`", ""]
     if args.note:

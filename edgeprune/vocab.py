@@ -40,7 +40,7 @@ RUNTIME_BY_SUFFIX = {".h5": "keras", ".hdf5": "keras", ".tflite": "tflite", ".xm
 
 NORMS = ("linf", "l2")
 ATTACK_PRESETS = ("vora2023",)
-AUTOATTACK_VERSIONS = ("standard", "fast")
+AUTOATTACK_VERSIONS = ("standard", "fast", "torchattacks")
 PROFILE_ISOLATIONS = ("process", "none")
 COMPARE_OUTPUT_FORMATS = ("md", "json")
 BENCH_EXECUTORS = ("local", "ray")

@@ -193,6 +193,22 @@ def test_config_validation():
     assert AutoAttackConfig(eps=0.1).params("apgd-t") == {"steps": 100, "n_target_classes": 9}
 
 
+def test_versions_are_one_vocabulary_and_torchattacks_does_its_work():
+    """The CLI/suite name list and the attack's table agree; `torchattacks` is what that
+    library's AutoAttack(version='standard') runs: 10-step APGD/APGD-T/FAB, 9 targets, Square 5000."""
+    from edgeprune.attacks.autoattack import VERSIONS, AutoAttackConfig
+    from edgeprune.attacks.registry import get_attack
+    from edgeprune.vocab import AUTOATTACK_VERSIONS
+
+    assert tuple(VERSIONS) == AUTOATTACK_VERSIONS
+    version = next(p for p in get_attack("autoattack").params if p.name == "version")
+    assert version.choices == AUTOATTACK_VERSIONS
+    config = AutoAttackConfig(eps=1 / 255, version="torchattacks")
+    assert [config.params(s)["steps"] for s in ("apgd-ce", "apgd-t", "fab-t")] == [10, 10, 10]
+    assert config.params("apgd-t")["n_target_classes"] == config.params("fab-t")["n_target_classes"] == 9
+    assert config.params("square")["n_queries"] == 5000
+
+
 def test_evaluate_autoattack_cli(digits_model, digits_converted, tmp_path):
     from click.testing import CliRunner
 

@@ -63,6 +63,15 @@ VERSIONS: dict[str, dict[str, dict[str, Any]]] = {
         "fab-t": {"steps": 50, "n_target_classes": 3},
         "square": {"n_queries": 1000, "p_init": 0.8},
     },
+    # What torchattacks 3.5.1 runs as AutoAttack(version="standard"): its APGD, APGD-T and FAB
+    # classes keep their default of 10 steps (Croce & Hein's standard is 100); 9 targets, Square
+    # 5000 queries. Offered so that the two can be compared doing the same work.
+    "torchattacks": {
+        "apgd-ce": {"steps": 10, "n_restarts": 1},
+        "apgd-t": {"steps": 10, "n_target_classes": 9},
+        "fab-t": {"steps": 10, "n_target_classes": 9},
+        "square": {"n_queries": 5000, "p_init": 0.8},
+    },
 }
 LINF_ONLY = ("fab-t", "square")
 

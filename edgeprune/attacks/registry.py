@@ -38,6 +38,7 @@ from typing import Any
 
 from edgeprune.attacks.norms import NORMS, parse_norm
 from edgeprune.errors import EdgepruneError
+from edgeprune.vocab import AUTOATTACK_VERSIONS
 
 KINDS = ("bounded", "minimum-norm", "universal")
 DEFAULT_EPS = {"linf": 8 / 255, "l2": 0.5}
@@ -263,7 +264,7 @@ register(AttackSpec(
     description="FMN fast minimum-norm attack (Pintor et al. 2021); curves: evaluate --curve."))
 register(AttackSpec(
     "autoattack", "edgeprune.attacks.autoattack:autoattack", norms=("linf", "l2"),
-    params=(Param("version", str, "standard", choices=("standard", "fast")),),
+    params=(Param("version", str, "standard", choices=AUTOATTACK_VERSIONS),),
     description="AutoAttack ensemble APGD-CE, APGD-T, FAB-T, Square; per-point worst case."))
 
 # --- presets: named parameter sets per attack ---------------------------------------------------

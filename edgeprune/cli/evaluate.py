@@ -25,6 +25,8 @@ from edgeprune.vocab import AUTOATTACK_VERSIONS, NORMS
                    "accuracy vs eps of all MODELS on one STEM.png, with STEM.json/.csv/.md.")
 @click.option("--autoattack", "autoattack_version", type=click.Choice(AUTOATTACK_VERSIONS), default=None,
               help="AutoAttack robust accuracy at --eps instead (APGD-CE, APGD-T, FAB-T, Square; per stage). "
+                   "standard: Croce & Hein's (100-step APGD/FAB); fast: 50 steps, 3 targets, 1000 queries; "
+                   "torchattacks: what torchattacks' 'standard' runs (10-step APGD/FAB). "
                    ".tflite/.xml models get the black-box Square stage only.")
 @click.option("--eps", "eps_text", default=None,
               help="--autoattack: the bound (default 8/255 linf, 0.5 l2). --curve: eps values to tabulate, "
