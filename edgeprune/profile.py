@@ -53,6 +53,9 @@ class ProfileConfig:
     seed: int = 0
     input_shape: tuple[int, ...] | None = None  # override for models with dynamic H/W/C
     allow_unsafe: bool = False
+    # How the runtime computes (edgeprune.runtime.INFERENCE_PRECISIONS); "default" measures what
+    # the runtime picks on this host, as deployed. What ran is read back into every cell.
+    inference_precision: str = "default"
 
     def __post_init__(self) -> None:
         if not self.batches or any(b < 1 for b in self.batches):
@@ -73,6 +76,9 @@ class ProfileConfig:
             raise EdgepruneError(f"isolation must be one of {', '.join(ISOLATIONS)}, got {self.isolation!r}")
         if self.input_shape is not None and any(d < 1 for d in self.input_shape):
             raise EdgepruneError(f"input_shape dimensions must be >= 1, got {self.input_shape}")
+        from edgeprune.runtime import check_inference_precision
+
+        object.__setattr__(self, "inference_precision", check_inference_precision(self.inference_precision))
 
 
 # ---------------------------------------------------------------------------- parsing helpers
@@ -216,23 +222,11 @@ def _keras_counts(path: Path, allow_unsafe: bool) -> dict:
             "macs": stats["macs"], "counts_note": "Keras weights (batch-norm statistics included)"}
 
 
-def _tflite_interpreter_class():
-    """LiteRT, then tflite-runtime, then TensorFlow's tf.lite (only if neither is installed)."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter, OpResolverType
-        except ImportError:
-            import tensorflow as tf
-
-            Interpreter, OpResolverType = tf.lite.Interpreter, tf.lite.experimental.OpResolverType
-    return Interpreter, OpResolverType
-
-
 def _tflite_counts(path: Path) -> dict:
     """Parameters = elements of the constant tensors that ops read; MACs of conv/FC ops."""
-    interpreter_class, resolver = _tflite_interpreter_class()
+    from edgeprune.runtime import _tflite_interpreter_class
+
+    interpreter_class, resolver, _, _ = _tflite_interpreter_class()
     # No delegate: XNNPACK may repack constant tensors; we only read them here.
     interpreter = interpreter_class(model_path=str(path),
                                     experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
@@ -356,7 +350,8 @@ def measure_cells(path: str | os.PathLike, batches: Sequence[int], threads: int,
     try:
         threads_applied = _apply_keras_threads(threads) if fmt == "keras" else True
         load_start = time.perf_counter()
-        predictor = runtime.load(path, allow_unsafe=config.allow_unsafe, threads=threads)
+        predictor = runtime.load(path, allow_unsafe=config.allow_unsafe, threads=threads,
+                                 inference_precision=config.inference_precision)
         load_s = time.perf_counter() - load_start
         info = dict(getattr(predictor, "info", {}) or {})
         shape = _input_shape(predictor, config.input_shape, path)
@@ -382,6 +377,11 @@ def measure_cells(path: str | os.PathLike, batches: Sequence[int], threads: int,
                 "model": path.stem, "format": fmt,
                 "runtime": runtime_name, "runtime_version": runtime_version,
                 "precision": info.get("precision"),
+                # How the runtime computed, read back from it (OpenVINO: the compiled model).
+                "inference_precision": predictor.info.get("inference_precision"),
+                "inference_precision_requested": config.inference_precision,
+                "delegate": predictor.info.get("delegate"),
+                "runs_at": runtime.inference_label(predictor.info),
                 "batch": int(batch), "threads": int(threads), "threads_applied": threads_applied,
                 "cpus": list(allowed_cpus() or []),
                 "input_shape": list(shape), "warmup_runs": warmups, "runs": len(samples),
@@ -526,21 +526,22 @@ def markdown_report(report: dict) -> str:
         lines.append(f"| {m['model']} | {m.get('runtime', m['format'])} | {_mb(m['file_bytes'])} | "
                      f"{_mb(m['gzip_bytes'])} | {_count(m.get('params'))} | {_count(m.get('params_nonzero'))} | "
                      f"{_count(m.get('macs'))} |")
-    lines += ["", "| model | runtime | batch | threads | cpus | runs | p50 ms | p90 ms | p99 ms | "
+    lines += ["", "| model | runtime | runs at | batch | threads | cpus | runs | p50 ms | p90 ms | p99 ms | "
                   "mean ± std ms | min ms | CV | img/s | peak RSS MB |",
-              "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["results"]:
         lat = r["latency_ms"]
         cpus = ",".join(str(c) for c in r["cpus"])
         threads = f"{r['threads']}" + ("" if r.get("threads_applied", True) else " (not applied)")
-        lines.append(f"| {r['model']} | {r['runtime']} | {r['batch']} | {threads} | {cpus} | {r['runs']} | "
+        lines.append(f"| {r['model']} | {r['runtime']} | {r.get('runs_at') or '–'} | {r['batch']} | {threads} | "
+                     f"{cpus} | {r['runs']} | "
                      f"{lat['p50']:.2f} | {lat['p90']:.2f} | {lat['p99']:.2f} | {lat['mean']:.2f} ± {lat['std']:.2f} | "
                      f"{lat['min']:.2f} | {r['cv']:.1%} | {r['throughput_ips']:,.0f} | "
                      f"{r['peak_rss_bytes'] / 1e6:.0f} |")
     return "\n".join(lines) + "\n"
 
 
-CSV_COLUMNS = ("model", "format", "runtime", "batch", "threads", "cpus", "runs", "min", "mean", "std",
+CSV_COLUMNS = ("model", "format", "runtime", "inference_precision", "delegate", "batch", "threads", "cpus", "runs", "min", "mean", "std",
                "p5", "p10", "p25", "p50", "p75", "p90", "p99", "max", "cv", "throughput_ips", "peak_rss_bytes",
                "other_load_cores", "file_bytes", "gzip_bytes", "params", "params_nonzero", "macs")
 
