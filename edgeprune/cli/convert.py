@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgeprune.cli import common
+from edgeprune.cli.profile import inference_precision_option
 
 # The datasets a model's own record can name and edgeprune can load without a path.
 LOADABLE_BY_NAME = ("digits", "cifar10", "cifar100")
@@ -64,12 +65,13 @@ def resolve_dataset(spec: str | None, model_path, *, needed: bool, seed: int):
 @click.option("--no-verify", is_flag=True, help="Skip verification (keeps a model that may disagree).")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
               help="Top-1 agreement required. Default 0.99 for fp32/fp16, 0.95 for dynamic/int8.")
+@inference_precision_option
 @common.seed_option()
 @common.allow_unsafe_option
 @common.force_option
 @common.quiet_option
 def command(model, target, precision, output, dataset, calibration, int8_io, sparse, prune_filters,
-            verify, no_verify, min_agreement, seed, allow_unsafe, force, quiet):
+            verify, no_verify, min_agreement, inference_precision, seed, allow_unsafe, force, quiet):
     """Convert a Keras MODEL (.h5) to TFLite or OpenVINO IR and verify it.
 
     The converted model runs beside MODEL on --verify test images; below --min-agreement
@@ -86,7 +88,7 @@ def command(model, target, precision, output, dataset, calibration, int8_io, spa
 
     config = ConvertConfig(target=target, precision=precision, calibration=calibration, int8_io=int8_io,
                            sparse=sparse, prune_filters=prune_filters, verify=0 if no_verify else verify,
-                           min_agreement=min_agreement, seed=seed)
+                           min_agreement=min_agreement, seed=seed, inference_precision=inference_precision)
     output = common.check_output(output, force=force, suffixes=(config.suffix,))
     report_path = report_path_for(output)
     common.check_output(report_path, force=force)

@@ -10,6 +10,17 @@ import click
 from edgeprune.cli.common import allow_unsafe_option, check_output, force_option, quiet_option
 
 
+# One option for profile, evaluate and convert (its choices: edgeprune.runtime.INFERENCE_PRECISIONS,
+# spelled out here so `--help` does not import the runtime module; a test keeps them equal).
+inference_precision_option = click.option(
+    "--inference-precision", type=click.Choice(["default", "f32", "bf16", "f16", "none"]), default="default",
+    show_default=True,
+    help="How the runtime computes. default: what it picks on this host, as deployed (OpenVINO: bf16 "
+         "on CPUs with AVX512_BF16/AMX, else f32; TFLite: the XNNPACK delegate; Keras: f32); f32 / bf16 / "
+         "f16: OpenVINO's inference precision hint (TFLite: f32 only); none: TFLite without XNNPACK. What "
+         "ran is read back and recorded.")
+
+
 @click.command("profile")
 @click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--batch", "batches", default="1,32,64", show_default=True,
@@ -37,11 +48,12 @@ from edgeprune.cli.common import allow_unsafe_option, check_output, force_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random input batch.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write the JSON report here (a .csv and a .md table go beside it).")
+@inference_precision_option
 @allow_unsafe_option
 @force_option
 @quiet_option
 def command(models, batches, threads, cpus, runs, min_time_s, warmup, warmup_time_s, isolation,
-            input_shape, seed, output, allow_unsafe, force, quiet):
+            input_shape, seed, output, inference_precision, allow_unsafe, force, quiet):
     """Measure file size and CPU batch latency of MODELS (.h5, .tflite, .xml).
 
     Size: file bytes (.xml with its .bin), gzip bytes (what unstructured sparsity saves),
@@ -67,7 +79,7 @@ def command(models, batches, threads, cpus, runs, min_time_s, warmup, warmup_tim
         batches=parse_int_list(batches, "--batch"), threads=thread_counts, cpus=cpu_ids, runs=runs,
         min_time_s=min_time_s, warmup=warmup, warmup_time_s=warmup_time_s, isolation=isolation,
         seed=seed, input_shape=parse_int_list(input_shape, "--input-shape") if input_shape else None,
-        allow_unsafe=allow_unsafe)
+        allow_unsafe=allow_unsafe, inference_precision=inference_precision)
     command_line = "edgeprune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = profile_models(models, config, progress=not quiet, command=command_line)
     table = markdown_report(report)
