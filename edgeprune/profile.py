@@ -541,9 +541,10 @@ def markdown_report(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-CSV_COLUMNS = ("model", "format", "runtime", "inference_precision", "delegate", "batch", "threads", "cpus", "runs", "min", "mean", "std",
+CSV_COLUMNS = ("model", "format", "runtime", "batch", "threads", "cpus", "runs", "min", "mean", "std",
                "p5", "p10", "p25", "p50", "p75", "p90", "p99", "max", "cv", "throughput_ips", "peak_rss_bytes",
-               "other_load_cores", "file_bytes", "gzip_bytes", "params", "params_nonzero", "macs")
+               "other_load_cores", "file_bytes", "gzip_bytes", "params", "params_nonzero", "macs",
+               "inference_precision", "delegate")
 
 
 def csv_report(report: dict) -> str:
