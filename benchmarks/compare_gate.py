@@ -16,6 +16,12 @@ Self-compares: (B[r-1], Br), r = 1..repeats (a CI baseline is a previous run of 
 model); detection: (B[r-1], Sr).
 
     python benchmarks/compare_gate.py --repeats 100 --slow-repeats 20 --out benchmarks/results/compare_gate
+
+On a many-core host, independent slices can run side by side (each pinned with taskset to its
+own CPUs: `edgeprune profile`'s default threads = the CPUs it may use) and be joined:
+
+    taskset -c 0-3 python benchmarks/compare_gate.py --repeats 25 --slow-repeats 5 --out s0 &  ...
+    python benchmarks/compare_gate.py --merge s0.json s1.json s2.json s3.json --out benchmarks/results/compare_gate
 """
 
 from __future__ import annotations
@@ -29,8 +35,19 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_profile import ov_convnet  # noqa: E402  the TensorFlow-free IR builder the tests use
+
+
+def build_models(work: Path, depth: int) -> tuple[Path, Path]:
+    """`net` of `depth` convs and the slower `net` of depth + 1 (reused if already in `work`)."""
+    base, slow = work / "net.xml", work / "slow" / "net.xml"
+    if not (base.exists() and slow.exists()):
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from test_profile import ov_convnet  # the TensorFlow-free IR builder the tests use
+
+        slow.parent.mkdir(parents=True, exist_ok=True)
+        ov_convnet(base, channels=32, size=32, depth=depth)
+        ov_convnet(slow, channels=32, size=32, depth=depth + 1)
+    return base, slow
 
 
 def main() -> int:
@@ -40,8 +57,12 @@ def main() -> int:
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--inference-precision", default="default")
     parser.add_argument("--out", default="benchmarks/results/compare_gate")
-    parser.add_argument("--work", default=None, help="keep the models and profiles here")
+    parser.add_argument("--work", default=None, help="keep the models and profiles here (models reused)")
+    parser.add_argument("--merge", nargs="+", default=None, help="join the JSON results of parallel slices")
     args = parser.parse_args()
+    if args.merge:
+        return write([part for p in args.merge for part in json.loads(Path(p).read_text())["slices"]],
+                     Path(args.out), args.depth)
 
     import tempfile
 
@@ -53,9 +74,8 @@ def main() -> int:
     config = ProfileConfig(threads=(len(os.sched_getaffinity(0)),), inference_precision=args.inference_precision)
     gate = CompareConfig()
     work = Path(args.work or tempfile.mkdtemp(prefix="edgeprune-gate-"))
-    (work / "slow").mkdir(parents=True, exist_ok=True)
-    base = ov_convnet(work / "net.xml", channels=32, size=32, depth=args.depth)
-    slow = ov_convnet(work / "slow" / "net.xml", channels=32, size=32, depth=args.depth + 1)
+    work.mkdir(parents=True, exist_ok=True)
+    base, slow = build_models(work, args.depth)
     macs = {"base": model_size(base)["macs"], "slow": model_size(slow)["macs"]}
     started = time.time()
     loads = []
@@ -75,22 +95,41 @@ def main() -> int:
             pairs.append(("slower model", profile(slow, f"S{r}")))
         for kind, candidate in pairs:
             report = compare_profiles(previous, candidate, gate)
+            # Latency only: the slower net's file is also larger, a size regression by itself.
+            flagged = "regression" if any(c["verdict"] == "regression" for c in report["latency"]) else "pass"
             for cell in report["latency"]:
                 rows.append({"candidate": kind, "repeat": r, "batch": cell["batch"], "threads": cell["threads"],
                              "runs_at": cell["runs_at"], "verdict": cell["verdict"], "ratio": cell["ratio"],
                              "ratio_lower": cell["ratio_lower"], "limit": cell["limit"],
                              "p50_ratio": cell["p50_ratio"], "min_ratio": cell["min_ratio"], "busy": cell["busy"],
                              "runs": [cell["baseline_runs"], cell["candidate_runs"]],
-                             "comparison": report["verdict"]})
-            print(f"{kind} #{r}: {report['verdict']}  " + ", ".join(
+                             "comparison": flagged})
+            print(f"{kind} #{r}: latency {flagged}  " + ", ".join(
                 f"b{c['batch']} {c['verdict']} (x{c['ratio']:.3f} >= x{c['ratio_lower']:.3f}, busy {c['busy']:.0%})"
                 for c in report["latency"]) + f"  load {os.getloadavg()[0]:.1f}", flush=True)
         previous = current
     wall = time.time() - started
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    result = {"schema": "edgeprune.bench.compare_gate/2", "command": command, "host": host_fingerprint(),
+              "cpus": sorted(os.sched_getaffinity(0)),
+              "profile_settings": {k: v for k, v in config.__dict__.items() if k != "allow_unsafe"},
+              "gate": {"max_slowdown": gate.max_slowdown, "alpha": gate.alpha}, "wall_s": round(wall, 1),
+              "macs": macs, "loads": loads, "rows": rows}
+    return write([result], Path(args.out), args.depth)
+
+
+def write(results: list[dict], out: Path, depth: int) -> int:
+    """Summary JSON + markdown of one run or of parallel slices (rows keyed by slice and repeat)."""
+    rows = [{**row, "slice": index} for index, result in enumerate(results) for row in result["rows"]]
+    loads = [v for result in results for v in result["loads"]]
+    first = results[0]
+    config, gate, macs, host = first["profile_settings"], first["gate"], first["macs"], first["host"]
+    wall = max(result["wall_s"] for result in results)
 
     def comparisons(kind: str) -> list[str]:
-        return [next(r["comparison"] for r in rows if r["candidate"] == kind and r["repeat"] == n)
-                for n in sorted({r["repeat"] for r in rows if r["candidate"] == kind})]
+        keys = sorted({(r["slice"], r["repeat"]) for r in rows if r["candidate"] == kind})
+        return [next(r["comparison"] for r in rows if r["candidate"] == kind and (r["slice"], r["repeat"]) == key)
+                for key in keys]
 
     same, slower = comparisons("same model"), comparisons("slower model")
     batches = sorted({r["batch"] for r in rows})
@@ -106,41 +145,43 @@ def main() -> int:
                "macs": {**macs, "ratio": round(macs["slow"] / macs["base"], 3)}, "per_batch": per_batch,
                "load_average_1min": {"min": round(min(loads), 2), "median": round(statistics.median(loads), 2),
                                      "max": round(max(loads), 2)}}
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
-    host = host_fingerprint()
-    result = {"schema": "edgeprune.bench.compare_gate/2", "command": command, "host": host,
-              "profile_settings": {k: v for k, v in config.__dict__.items() if k != "allow_unsafe"},
-              "gate": {"max_slowdown": gate.max_slowdown, "alpha": gate.alpha}, "wall_s": round(wall, 1),
-              "summary": summary, "rows": rows}
-    out = Path(args.out)
+    command = " ; ".join(result["command"] for result in results)
+    slices = "" if len(results) == 1 else (
+        f"{len(results)} slices side by side, pinned to CPUs " + ", ".join(
+            f"{r['cpus'][0]}-{r['cpus'][-1]}" for r in results) + "; ")
+    merged = {"schema": "edgeprune.bench.compare_gate/2", "command": command, "host": host,
+              "summary": summary, "slices": results}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(merged, indent=2) + "\n")
     lines = [
         "# CI gate: false alarms at default settings vs a ~1.25x slower model",
         "",
         f"Command: `{command}`  ",
-        f"Host: {host.get('cpu_model')} ({host.get('architecture')}), {host.get('logical_cores')} logical cores, "
-        f"shared with other jobs: 1-minute load average {summary['load_average_1min']['min']}–"
+        f"Host: {host.get('cpu_model')} ({host.get('architecture')}), {host.get('logical_cores')} logical cores; "
+        f"{slices}1-minute load average {summary['load_average_1min']['min']}–"
         f"{summary['load_average_1min']['max']} (median {summary['load_average_1min']['median']}) over the "
         f"run; wall {wall / 60:.0f} min.  ",
-        f"Profiles: `edgeprune profile net.xml` defaults (batch {', '.join(map(str, config.batches))}; "
-        f"{config.threads[0]} threads; >= {config.runs} runs and >= {config.min_time_s:g} s per cell; fresh "
-        f"process per cell; inference precision {config.inference_precision}). Gate: `edgeprune compare` "
-        f"defaults (max slowdown {gate.max_slowdown:.0%}, false-alarm rate {gate.alpha:.0%} per comparison).  ",
-        f"Models: conv net of {args.depth} 3x3 convs, 32 channels, 32x32 input ({macs['base'] / 1e6:.1f} M MACs) "
-        f"and with {args.depth + 1} convs ({macs['slow'] / 1e6:.1f} M MACs, x{summary['macs']['ratio']}) under the "
+        f"Profiles: `edgeprune profile net.xml` defaults (batch {', '.join(map(str, config['batches']))}; "
+        f"{config['threads'][0]} threads = the CPUs it may use; >= {config['runs']} runs and >= "
+        f"{config['min_time_s']:g} s per cell; fresh process per cell; inference precision "
+        f"{config['inference_precision']}). Gate: `edgeprune compare` defaults (max slowdown "
+        f"{gate['max_slowdown']:.0%}, false-alarm rate {gate['alpha']:.0%} per comparison).  ",
+        f"Models: conv net of {depth} 3x3 convs, 32 channels, 32x32 input ({macs['base'] / 1e6:.1f} M MACs) "
+        f"and with {depth + 1} convs ({macs['slow'] / 1e6:.1f} M MACs, x{summary['macs']['ratio']}) under the "
         "same name.",
         "",
         f"**Self-compares: {summary['false_alarms']} false alarms in {summary['self_compares']}** "
         f"(each (previous base profile, next base profile)). "
-        f"**Slower model: flagged in {summary['detected']} of {summary['slow_compares']}.**",
+        f"**Slower model: flagged in {summary['detected']} of {summary['slow_compares']}** (a comparison "
+        "counts as flagged when any of its latency cells is a regression; the slower net's larger file, a size "
+        "regression by itself, is left out).",
         "",
         "| batch | false-alarm cells | slower model flagged (cells) | slower model's measured p50 ratio (median) |",
         "|---:|---:|---:|---:|",
     ]
     lines += [f"| {b} | {v['false_alarm_cells']} / {len(same)} | {v['detected_cells']} / {len(slower)} | "
               f"x{v['slow_median_p50_ratio']:.3f} |" for b, v in per_batch.items()]
-    lines += ["", "Verdict counts per candidate:", ""]
+    lines += ["", "Verdict counts per candidate (cells):", ""]
     for kind in ("same model", "slower model"):
         counts: dict[str, int] = {}
         for r in rows:
@@ -149,7 +190,7 @@ def main() -> int:
         lines.append(f"- {kind}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])))
     lower = [r["ratio_lower"] for r in rows if r["candidate"] == "same model"]
     lines += ["", f"Self-compares: ratio lower bounds {min(lower):.3f}–{max(lower):.3f} (a regression needs > "
-                  f"x{1 + gate.max_slowdown:.2f}, more when the host was busy). Per-cell rows in the JSON."]
+                  f"x{1 + gate['max_slowdown']:.2f}, more when the host was busy). Per-cell rows in the JSON."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -55,7 +55,8 @@ def benchmark_app_command() -> list[str]:
         return [str(script)]
     if shutil.which("benchmark_app"):
         return [shutil.which("benchmark_app")]
-    return [sys.executable, "-m", "openvino.tools.benchmark.main"]
+    # The module has no __main__ guard: call its main() (what the console script does).
+    return [sys.executable, "-c", "import sys; from openvino.tools.benchmark.main import main; sys.exit(main())"]
 
 
 def build_xml(arch: str, folder: Path) -> Path:
