@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -213,7 +213,7 @@ def _package_version(*names: str) -> str | None:
 
 # --- TFLite -------------------------------------------------------------------------------
 
-def _tflite_interpreter_class() -> tuple[type, object, str, str | None]:
+def _tflite_interpreter_class() -> tuple[type, Any, str, str | None]:
     """(Interpreter, OpResolverType, runtime name, version): LiteRT first (fast quantized
     kernels on x86), then tflite-runtime, then tf.lite."""
     try:
@@ -331,9 +331,9 @@ def _load_tflite(path: Path, *, allow_unsafe: bool = False, threads: int | None 
     threads = _check_threads(threads)
     _refuse_inference_precision(path, "TFLite", inference_precision, TFLITE_INFERENCE_PRECISIONS)
     interpreter_class, resolver, runtime_name, runtime_version = _tflite_interpreter_class()
-    options = {}
+    options: dict[str, Any] = {}
     if inference_precision == "none":  # the builtin kernels only, no default XNNPACK delegate
-        options["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES  # type: ignore[attr-defined]
+        options["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     failure = None
     with captured_stderr() as log:  # LiteRT announces its XNNPACK delegate on fd 2
         try:
