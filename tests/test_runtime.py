@@ -194,3 +194,19 @@ def test_cli_choices_are_the_runtime_vocabulary():
     for command in (profile_command, evaluate_command, convert_command):
         option = next(p for p in command.params if p.name == "inference_precision")
         assert tuple(option.type.choices) == INFERENCE_PRECISIONS and option.default == "default"
+
+
+def test_convert_verification_and_evaluate_record_what_ran(digits_converted):
+    from edgeprune.evaluate import evaluate, to_csv, to_markdown
+
+    xml, report = digits_converted("openvino", "fp32")
+    check = report["verification"]
+    assert check["inference_precision_requested"] == "default"
+    assert check["inference_precision"] == load(xml).info["inference_precision"]  # this host's pick
+    tflite, _ = digits_converted("tflite", "fp32")
+    result = evaluate([tflite, xml], [], dataset_spec="digits", limit=50, inference_precision="f32")
+    ran = {m["format"]: m for m in result["models"]}
+    assert ran["openvino"]["inference_precision"] == "f32" and ran["openvino"]["runs_at"] == "f32"
+    assert ran["tflite"]["runs_at"] == "f32 xnnpack"
+    assert all(m["inference_precision_requested"] == "f32" for m in result["models"])
+    assert "| runs at |" in to_markdown(result) and ",f32 xnnpack," in to_csv(result)
