@@ -59,6 +59,9 @@ def main() -> int:
     parser.add_argument("--out", default="benchmarks/results/compare_gate")
     parser.add_argument("--work", default=None, help="keep the models and profiles here (models reused)")
     parser.add_argument("--merge", nargs="+", default=None, help="join the JSON results of parallel slices")
+    parser.add_argument("--replay", action="store_true",
+                        help="judge the profiles already saved in --work (B0.json, B1.json, S1.json, ...) again, "
+                             "up to the last complete repeat, without measuring")
     args = parser.parse_args()
     if args.merge:
         return write([part for p in args.merge for part in json.loads(Path(p).read_text())["slices"]],
@@ -81,6 +84,10 @@ def main() -> int:
     loads = []
 
     def profile(path: Path, name: str) -> dict:
+        if args.replay:
+            if not (work / f"{name}.json").exists():
+                raise FileNotFoundError(name)
+            return json.loads((work / f"{name}.json").read_text())
         report = profile_models([path], config, progress=False)
         write_json(work / f"{name}.json", report)
         loads.append(os.getloadavg()[0])
@@ -89,10 +96,13 @@ def main() -> int:
     rows = []
     previous = profile(base, "B0")
     for r in range(1, args.repeats + 1):
-        current = profile(base, f"B{r}")
-        pairs = [("same model", current)]
-        if r <= args.slow_repeats:
-            pairs.append(("slower model", profile(slow, f"S{r}")))
+        try:
+            current = profile(base, f"B{r}")
+            pairs = [("same model", current)]
+            if r <= args.slow_repeats:
+                pairs.append(("slower model", profile(slow, f"S{r}")))
+        except FileNotFoundError:  # --replay: the run stopped before this repeat
+            break
         for kind, candidate in pairs:
             report = compare_profiles(previous, candidate, gate)
             # Latency only: the slower net's file is also larger, a size regression by itself.
@@ -121,7 +131,7 @@ def main() -> int:
 def write(results: list[dict], out: Path, depth: int) -> int:
     """Summary JSON + markdown of one run or of parallel slices (rows keyed by slice and repeat)."""
     rows = [{**row, "slice": index} for index, result in enumerate(results) for row in result["rows"]]
-    loads = [v for result in results for v in result["loads"]]
+    loads = [v for result in results for v in result["loads"]] or [float("nan")]
     first = results[0]
     config, gate, macs, host = first["profile_settings"], first["gate"], first["macs"], first["host"]
     wall = max(result["wall_s"] for result in results)
