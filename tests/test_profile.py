@@ -249,3 +249,15 @@ def test_keras_thread_setting_applies_in_fresh_process(tiny):
     cell = report["results"][0]
     assert cell["threads_applied"] is True and cell["runtime"] == "tensorflow"
     assert report["models"][0]["params"] > 0
+
+
+def test_cells_say_which_precision_ran_and_tables_show_it(tiny):
+    config = ProfileConfig(batches=(2,), threads=(1,), isolation="none", inference_precision="f32", **QUICK)
+    report = profile_models([tiny / "tiny.xml", tiny / "tiny.tflite"], config, progress=False)
+    by_format = {cell["format"]: cell for cell in report["results"]}
+    assert by_format["openvino"]["inference_precision"] == "f32" and by_format["openvino"]["runs_at"] == "f32"
+    assert by_format["tflite"]["runs_at"] == "f32 xnnpack"
+    assert all(cell["inference_precision_requested"] == "f32" for cell in report["results"])
+    assert "| runs at |" in markdown_report(report) and "| f32 xnnpack |" in markdown_report(report)
+    with pytest.raises(EdgepruneError, match="inference precision must be one of"):
+        ProfileConfig(inference_precision="fp16")
