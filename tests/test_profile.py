@@ -20,6 +20,7 @@ from edgeprune.cli import cli
 from edgeprune.errors import EdgepruneError
 from edgeprune.profile import (SCHEMA, ProfileConfig, markdown_report, model_size, parse_int_list,
                                profile_models, summarize_latency, time_calls)
+from edgeprune.results import ProfileResult
 
 QUICK = dict(runs=5, min_time_s=0.05, warmup=1, warmup_time_s=0.0)
 
@@ -259,5 +260,6 @@ def test_cells_say_which_precision_ran_and_tables_show_it(tiny):
     assert by_format["tflite"]["runs_at"] == "f32 xnnpack"
     assert all(cell["inference_precision_requested"] == "f32" for cell in report["results"])
     assert "| runs at |" in markdown_report(report) and "| f32 xnnpack |" in markdown_report(report)
+    assert sorted(cell.runs_at for cell in ProfileResult(record=report).latency()) == ["f32", "f32 xnnpack"]
     with pytest.raises(EdgepruneError, match="inference precision must be one of"):
         ProfileConfig(inference_precision="fp16")

@@ -198,11 +198,13 @@ def test_cli_choices_are_the_runtime_vocabulary():
 
 def test_convert_verification_and_evaluate_record_what_ran(digits_converted):
     from edgeprune.evaluate import evaluate, to_csv, to_markdown
+    from edgeprune.results import ConvertResult
 
     xml, report = digits_converted("openvino", "fp32")
     check = report["verification"]
     assert check["inference_precision_requested"] == "default"
     assert check["inference_precision"] == load(xml).info["inference_precision"]  # this host's pick
+    assert ConvertResult(record=report).verified_at == check["inference_precision"]
     tflite, _ = digits_converted("tflite", "fp32")
     result = evaluate([tflite, xml], [], dataset_spec="digits", limit=50, inference_precision="f32")
     ran = {m["format"]: m for m in result["models"]}
