@@ -61,12 +61,14 @@ HOST_FIELDS = ("cpu_model", "architecture", "logical_cores", "physical_cores", "
 HOST_VERSIONS = ("python", "numpy")
 LATENCY_KEYS = ("min", "p5", "p50")
 BUSY_ALLOWANCE_CAP = 0.6  # a busy host widens the threshold up to 60%, never more
+SATURATED = 0.9  # other processes held >= 90% of the measured CPUs: latency is not judged
 DEFAULT_ALPHA = 0.01  # false-alarm rate of a whole comparison (split over its cells)
 MAX_SAMPLES = 1500  # per side: 2.25M pairwise ratios at most (longer runs are thinned evenly)
 MIN_SAMPLES = 5  # fewer runs than this per side: no confidence bound, never a regression
 RULE = ("regression = one-sided Mann-Whitney lower confidence bound (level alpha, split over cells) "
         "of the candidate/baseline latency ratio (Hodges-Lehmann, per-run times) above "
-        "1 + max(threshold, min(busy, 60%)); busy = share of the measured CPUs other processes used")
+        "1 + max(threshold, min(busy, 60%)); busy = share of the measured CPUs other processes used; "
+        "not judged when busy >= 90% (host saturated)")
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,9 @@ def latency_verdict(base: dict, cand: dict, max_slowdown: float, alpha: float = 
     busy = max(_busy(base), _busy(cand))
     busy_limit = 1.0 + max(max_slowdown, min(busy, BUSY_ALLOWANCE_CAP))
     lower, ratio, upper = ratio_interval(base["samples_ms"], cand["samples_ms"], alpha)
-    if lower > busy_limit:
+    if busy >= SATURATED and lower > limit:
+        verdict = "slower (host saturated)"
+    elif lower > busy_limit:
         verdict = "regression"
     elif lower > limit:
         verdict = "slower (host busy)"
@@ -305,7 +309,7 @@ def compare_profiles(baseline: dict, candidate: dict, config: CompareConfig, *,
 
 
 _ICONS = {"regression": "❌ regression", "slower (within noise)": "⚠️ slower (within noise)",
-          "slower (host busy)": "⚠️ slower (host busy)",
+          "slower (host busy)": "⚠️ slower (host busy)", "slower (host saturated)": "⚠️ slower (host saturated)",
           "faster": "🚀 faster", "smaller": "✅ smaller", "ok": "✅ ok"}
 
 
@@ -321,6 +325,11 @@ def markdown_report(report: dict) -> str:
              f"{report['regressions']} regression(s).", ""]
     if report["host"]["differences"]:
         lines += ["> ⚠️ host mismatch allowed: " + "; ".join(report["host"]["differences"]), ""]
+    saturated = [row for row in report["latency"] if row["busy"] >= SATURATED]
+    if saturated:
+        lines += [f"> ⚠️ host saturated: other processes held >= {SATURATED:.0%} of the measured CPUs in "
+                  f"{len(saturated)} of {len(report['latency'])} cells; latency was not judged there. "
+                  "Profile on an idle runner.", ""]
     lines += ["| model | runtime | runs at | batch | threads | p50 ms base → cand | ratio (lower bound) | "
               "limit | runs | host busy | verdict |",
               "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]

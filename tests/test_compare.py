@@ -98,12 +98,16 @@ def test_rule_uses_every_run_not_the_fastest():
 def test_a_saturated_host_widens_the_threshold_up_to_60_percent():
     rng = np.random.default_rng(2)
     quiet = _cell(_runs(rng, 200), cpus=[0, 1], other_load_cores=0.1)
-    busy_same = _cell(_runs(rng, 200, 1.35), cpus=[0, 1], other_load_cores=1.8)
+    busy_same = _cell(_runs(rng, 200, 1.35), cpus=[0, 1], other_load_cores=1.7)
     row = latency_verdict(quiet, busy_same, 0.10)
-    assert row["busy"] == pytest.approx(0.9) and row["limit"] == pytest.approx(1.6)
+    assert row["busy"] == pytest.approx(0.85) and row["limit"] == pytest.approx(1.6)
     assert row["verdict"] == "slower (host busy)"
-    busy_double = _cell(_runs(rng, 200, 2.0), cpus=[0, 1], other_load_cores=1.9)
+    busy_double = _cell(_runs(rng, 200, 2.0), cpus=[0, 1], other_load_cores=1.7)
     assert latency_verdict(quiet, busy_double, 0.10)["verdict"] == "regression"
+    # 90% or more of the CPUs held by others: not judged, however slow (the same model ran 3-7x
+    # slower in such moments here).
+    saturated = _cell(_runs(rng, 200, 3.0), cpus=[0, 1], other_load_cores=1.9)
+    assert latency_verdict(quiet, saturated, 0.10)["verdict"] == "slower (host saturated)"
     quiet_slower = _cell(_runs(rng, 200, 1.35), cpus=[0, 1], other_load_cores=0.1)
     assert latency_verdict(quiet, quiet_slower, 0.10)["verdict"] == "regression"
 
