@@ -52,16 +52,16 @@ def table(args: argparse.Namespace) -> None:
             sides[side] = {k: data[k] for k in data.files}
     meta = {side: json.loads(str(sides[side].pop("meta"))) for side in sides}
     seconds = json.loads((work / "aarch64" / "seconds.json").read_text()) if (work / "aarch64" / "seconds.json").exists() else {}
-    versions = (work / "aarch64_versions.txt").read_text().split() if (work / "aarch64_versions.txt").exists() else []
+    versions = (work / "aarch64_versions.txt").read_text().splitlines() if (work / "aarch64_versions.txt").exists() else []
     info = (work / "aarch64" / "info.txt").read_text() if (work / "aarch64" / "info.txt").exists() else ""
     sets = sorted({k.split("/")[0] for k in sides["x86"]}, key=lambda s: (s != "clean", s))
     models = list(meta["x86"]["models"])
     lines = ["# edgeprune on aarch64 (emulated): x86 vs aarch64, same .tflite files", "",
              f"Command: `{args.command}` (x86 host: {platform.processor() or platform.machine()}; aarch64: Debian "
              f"bookworm arm64 root under qemu-user-static, `pip install .[device]`: {', '.join(versions)}).  ",
-             f"Models: a ResNet-8 trained {json.loads((work / 'models' / 'm_fp32.tflite.json').read_text())['source']}"
-             " for a few epochs on the CIFAR-10 sample, converted on x86 by `edgeprune convert` (fp32, fp16, dynamic, "
-             "int8); the transfer set is FGSM (8/255) crafted on the Keras model on x86.  ",
+             "Models: a ResNet-8 trained by `edgeprune train resnet8` (3 epochs) on the CIFAR-10 sample, "
+             "converted on x86 by `edgeprune convert` (fp32, fp16, dynamic, int8); the transfer set is FGSM (8/255) "
+             "crafted on the Keras model on x86.  ",
              "Runs at (x86 / aarch64): " + "; ".join(
                  f"{m} {meta['x86']['models'][m]['runs_at']} / {meta['aarch64']['models'][m]['runs_at']}" for m in models),
              "", "| set | images | model | accuracy x86 | accuracy aarch64 | top-1 agreement x86 vs aarch64 | differing |",
@@ -73,10 +73,27 @@ def table(args: argparse.Namespace) -> None:
             a, b = sides["x86"][f"{name}/{model}"], sides["aarch64"][f"{name}/{model}"]
             lines.append(f"| {name} | {len(y)} | {model} | {np.mean(a == y):.1%} | {np.mean(b == y):.1%} | "
                          f"{np.mean(a == b):.1%} | {int(np.sum(a != b))} |")
-    lines += ["", f"Emulated wall time on aarch64: predictions {seconds.get('predict_s', '?')} s, `edgeprune evaluate` "
-                  f"{seconds.get('evaluate_s', '?')} s (4 models, clean + set).", "",
+    evaluated = {}
+    for side in ("x86", "aarch64"):
+        path = work / side / "evaluate.json"
+        if path.exists():
+            report = json.loads(path.read_text())
+            evaluated[side] = {Path(m["path"]).stem: report["accuracy"]["clean"][m["label"]] for m in report["models"]}
+    if len(evaluated) == 2:
+        count = seconds.get("evaluate_images", "?")
+        lines += ["", f"`edgeprune evaluate` of the four files on {count} class-stratified clean test images, each side:", "",
+                  "| model | x86 | aarch64 |", "|---|---:|---:|"]
+        lines += [f"| {m} | {evaluated['x86'][m]:.1%} | {evaluated['aarch64'].get(m, float('nan')):.1%} |"
+                  for m in evaluated["x86"]]
+    lines += ["", f"Emulated wall time on aarch64: predictions {seconds.get('predict_s', '?')} s; `edgeprune evaluate` "
+                  f"{seconds.get('evaluate_s', '?')} s (4 models, {seconds.get('evaluate_images', '?')} clean images); "
+                  "the host was shared with other jobs (load 10-20 on 2 cores).", "",
+              "LiteRT's cpuinfo cannot read the CPU lists in the root (no /proc or /sys: bound from the x86 host "
+              "they made XNNPACK segfault under qemu), so LiteRT ran its builtin kernels there, not XNNPACK: "
+              "the 'runs at' line above says so.", "",
               "`edgeprune info` and `import openvino` on aarch64 (excerpt):", "", "```"]
-    lines += [line for line in info.splitlines() if line.strip()][:40]
+    kept = [line for line in info.splitlines() if line.strip() and "cpuinfo" not in line]
+    lines += kept[:14] + [line for line in kept[14:] if "openvino" in line]
     lines += ["```", ""]
     profile = work / "aarch64" / "profile.md"
     if profile.exists():
