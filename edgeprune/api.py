@@ -29,7 +29,8 @@ from edgeprune.results import (BenchResult, CompareResult, ConvertResult, Evalua
                                RobustnessResult, TrainResult, TransferSetResult)
 from edgeprune.train import TrainConfig
 from edgeprune.vocab import (ARCHITECTURE_NAMES, ATTACK_PRESETS, AUTOATTACK_VERSIONS, BENCH_EXECUTORS,
-                             DATASETS_BY_NAME, NORMS, PROFILE_ISOLATIONS, SPLITS, check_choice)
+                             DATASETS_BY_NAME, INFERENCE_PRECISIONS, NORMS, PROFILE_ISOLATIONS, SPLITS,
+                             check_choice)
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -228,14 +229,17 @@ def attack(model: str | os.PathLike, options: AttackOptions, output: str | os.Pa
 
 @dataclass(frozen=True)
 class EvaluateOptions:
-    """Accuracy on the clean test split (`dataset`) and on transfer sets (`sets`)."""
+    """Accuracy on the clean test split (`dataset`) and on transfer sets (`sets`), with each
+    runtime computing at `inference_precision` (INFERENCE_PRECISIONS; what ran is recorded)."""
 
     sets: tuple[str, ...] = ()
     dataset: str | None = None  # default: the first set's
     limit: int | None = None
     batch_size: int = 256
+    inference_precision: str = "default"
 
     def __post_init__(self) -> None:
+        check_choice("inference-precision", self.inference_precision, INFERENCE_PRECISIONS)
         if not self.sets and not self.dataset:
             raise EdgepruneError("nothing to evaluate on: give --sets and/or --dataset")
 
@@ -248,7 +252,8 @@ def evaluate(models: Sequence[str | os.PathLike], options: EvaluateOptions, outp
     from edgeprune.evaluate import write_report
 
     record = evaluate_models(list(models), list(options.sets), dataset_spec=options.dataset, limit=options.limit,
-                             batch_size=options.batch_size, allow_unsafe=allow_unsafe, progress=progress)
+                             batch_size=options.batch_size, allow_unsafe=allow_unsafe, progress=progress,
+                             inference_precision=options.inference_precision)
     paths = tuple(write_report(record, output)) if output else ()
     return EvaluateResult(record=record, paths=paths)
 
@@ -316,7 +321,8 @@ def robustness(models: Sequence[str | os.PathLike], options: RobustnessOptions,
 
 @dataclass(frozen=True)
 class ProfileOptions:
-    """Size and CPU batch latency (see ProfileConfig); `threads` None: the CPUs measured on."""
+    """Size and CPU batch latency (see ProfileConfig); `threads` None: the CPUs measured on;
+    `inference_precision` (INFERENCE_PRECISIONS): how the runtime computes, read back per cell."""
 
     batch: tuple[int, ...] = (1, 32, 64)
     threads: tuple[int, ...] | None = None
@@ -328,9 +334,11 @@ class ProfileOptions:
     isolation: str = "process"
     input_shape: tuple[int, ...] | None = None
     seed: int = 0
+    inference_precision: str = "default"
 
     def __post_init__(self) -> None:
         check_choice("isolation", self.isolation, PROFILE_ISOLATIONS)
+        check_choice("inference-precision", self.inference_precision, INFERENCE_PRECISIONS)
 
     @property
     def cpu_count(self) -> int:
@@ -345,7 +353,8 @@ class ProfileOptions:
         return ProfileConfig(batches=self.batch, threads=self.threads or (self.cpu_count,), cpus=cpus,
                              runs=self.runs, min_time_s=self.min_time_s, warmup=self.warmup,
                              warmup_time_s=self.warmup_time_s, isolation=self.isolation, seed=self.seed,
-                             input_shape=self.input_shape, allow_unsafe=allow_unsafe)
+                             input_shape=self.input_shape, allow_unsafe=allow_unsafe,
+                             inference_precision=self.inference_precision)
 
 
 def profile(models: Sequence[str | os.PathLike], options: ProfileOptions, output: str | os.PathLike | None = None,

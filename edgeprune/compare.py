@@ -1,32 +1,41 @@
-"""Compare two `edgeprune.profile/1` reports: a CI gate that a noisy machine does not trip.
+"""Compare two `edgeprune.profile/1` reports: a CI gate with a stated false-alarm rate.
 
-Entries pair by (model, format, batch, threads). A latency slowdown counts as a regression
-only when both hold:
+Entries pair by (model, format, batch, threads), and only at the same runtime inference precision
+(`runs_at`: bf16 and f32 of one IR are different deployments; pairing them is refused).
 
-1. the floor (fastest run) is slower beyond the threshold and the host's busy-ness:
-   min_c > min_b * (1 + max(max_slowdown, min(busy, 0.6)))
-2. the floors differ by more than their own spread:       min_c - min_b > spread_b + spread_c,
-   with spread = p5 - min, the width of the run's fastest twentieth.
+The latency rule, per paired cell, on the per-run times both profiles keep (`samples_ms`):
+
+    ratio  = Hodges-Lehmann estimate of candidate / baseline latency: the median, over all
+             pairs (candidate run i, baseline run j), of c_i / b_j
+    lower  = its one-sided (1 - alpha) lower confidence bound from the Mann-Whitney U
+             distribution (normal approximation): the k-th smallest pairwise ratio with
+             k = n*m/2 - z(1 - alpha) * sqrt(n*m*(n+m+1)/12)
+    limit  = 1 + max(max_slowdown, min(busy, 60%))
+    regression  <=>  lower > limit
+
+`lower > limit` is the one-sided Mann-Whitney test, at level alpha, of "the candidate is at
+most `limit` times slower": a regression is declared only when the candidate is slower by
+more than the threshold *with confidence*. So if the candidate is not slower than the
+threshold, the chance of a false alarm on one cell is at most alpha (runs drawn independently
+from a fixed distribution, and a pure scale change). alpha is split over the paired cells
+(Bonferroni), so the whole comparison's false-alarm rate is at most alpha (default 1%).
+A same-model re-profile is `limit` (>= 1.10x) away from that boundary, so its false-alarm rate
+is far below alpha even when runs are somewhat dependent (interference comes in bursts);
+measured rates are in benchmarks/results/compare_gate.md.
 
 `busy` is the larger, over the two cells, of the share of the measured CPUs that *other*
-processes used while the cell was measured (`other_load_cores / cpus`, from /proc/stat).
-The median (p50) ratio is reported beside the verdict; a median slower than the threshold
-without (1) and (2) is "slower (within noise)", and a floor slower than the threshold but
-not beyond the busy share is "slower (host busy)": reported, never failed.
+processes used while the cell was measured (`other_load_cores / cpus`, from /proc/stat). On a
+busy host a whole profile can be slowed, not only some runs, so the threshold widens by that
+share (capped at 60%, so a 2x slowdown is always judged). Verdicts: "regression" (above),
+"slower (host busy)" (lower > 1 + max_slowdown but within the busy widening), "slower (within
+noise)" (the estimate above the threshold, its bound not), "faster" (upper bound below
+1 / (1 + max_slowdown)), else "ok". Reported, never failed, except "regression".
 
-Why the floor and not the median: interference from other processes inflates the median and
-widens the spread of a run, but it seldom slows *every* run, so the fastest of many runs
-stays near what the hardware needs, while a model that does more work raises every run. The
-median's own spread (IQR) is no use as a margin on a busy host: it grows with the
-interference until a 2x slower model hides inside it, and a baseline measured in a starved
-moment can have a median as high as a 2x slower candidate's. The fastest twentieth stays tight
-unless the run was starved of CPU, which (2) then reports as noise; a few lucky fast runs in
-one profile widen its fastest twentieth the same way. (The fastest tenth was too wide: on the
-saturated host below, 90% of a run's calls could be interrupted.) Under sustained load even the floor moves:
-on a 2-core host where other jobs used 85-99% of both CPUs, back-to-back profiles of one
-sub-millisecond model had floors within 2% of each other in most cases and up to 43% above
-in some (medians up to 2.5x apart), hence the busy allowance. On a quiet runner `busy` is ~0
-and the plain threshold applies; the cap at 60% keeps a 2x slowdown always judged.
+Why not the fastest run (the rule before): it is an extreme value; two profiles of one IR on
+an idle host had floors 8.37 and 9.37 ms (+12%) while the medians went 10.45 -> 9.72 ms. A
+rank test uses every run and tolerates heavy tails (interrupted runs) without assumptions on
+their shape.
+
 Size growth is deterministic and is compared exactly: file bytes (`.xml` with its `.bin`)
 beyond `max_size_growth` are a regression.
 
@@ -39,7 +48,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from statistics import NormalDist
 from pathlib import Path
+
+import numpy as np
 
 from edgeprune.errors import EdgepruneError
 
@@ -48,10 +60,15 @@ PROFILE_SCHEMA = "edgeprune.profile/1"
 HOST_FIELDS = ("cpu_model", "architecture", "logical_cores", "physical_cores", "isa")
 HOST_VERSIONS = ("python", "numpy")
 LATENCY_KEYS = ("min", "p5", "p50")
-BUSY_ALLOWANCE_CAP = 0.6  # a busy host widens the floor threshold up to 60%, never more
-RULE = ("regression = fastest run slower than max(threshold, min(busy, 60%)) AND that gap > "
-        "(p5 - min) of baseline + (p5 - min) of candidate; busy = share of the measured CPUs other "
-        "processes used")
+BUSY_ALLOWANCE_CAP = 0.6  # a busy host widens the threshold up to 60%, never more
+SATURATED = 0.9  # other processes held >= 90% of the measured CPUs: latency is not judged
+DEFAULT_ALPHA = 0.01  # false-alarm rate of a whole comparison (split over its cells)
+MAX_SAMPLES = 1500  # per side: 2.25M pairwise ratios at most (longer runs are thinned evenly)
+MIN_SAMPLES = 5  # fewer runs than this per side: no confidence bound, never a regression
+RULE = ("regression = one-sided Mann-Whitney lower confidence bound (level alpha, split over cells) "
+        "of the candidate/baseline latency ratio (Hodges-Lehmann, per-run times) above "
+        "1 + max(threshold, min(busy, 60%)); busy = share of the measured CPUs other processes used; "
+        "not judged when busy >= 90% (host saturated)")
 
 
 @dataclass(frozen=True)
@@ -61,8 +78,11 @@ class CompareConfig:
     max_slowdown: float = 0.10
     max_size_growth: float = 0.0
     allow_host_mismatch: bool = False
+    alpha: float = DEFAULT_ALPHA  # the comparison's false-alarm rate (Bonferroni over cells)
 
     def __post_init__(self) -> None:
+        if not 0 < self.alpha < 0.5:
+            raise EdgepruneError(f"alpha (false-alarm rate) must be in (0, 0.5), got {self.alpha}")
         if not 0 <= self.max_slowdown <= 10:
             raise EdgepruneError(f"max_slowdown must be in [0%, 1000%], got {self.max_slowdown:.0%}")
         if not 0 <= self.max_size_growth <= 10:
@@ -102,6 +122,11 @@ def load_profile(path: str | os.PathLike) -> dict:
         except (KeyError, TypeError, ValueError):
             raise EdgepruneError(f"{path}: results[{index}] lacks model/format/batch/threads or "
                                  f"latency_ms {'/'.join(LATENCY_KEYS)}") from None
+        samples = entry.get("samples_ms")
+        if not isinstance(samples, list) or not samples or not all(
+                isinstance(v, (int, float)) and v > 0 for v in samples):
+            raise EdgepruneError(f"{path}: results[{index}] has no per-run times (samples_ms); "
+                                 "profile again with this edgeprune version")
     for index, model in enumerate(report["models"]):
         if not isinstance(model, dict) or "model" not in model or "format" not in model:
             raise EdgepruneError(f"{path}: models[{index}] lacks model/format")
@@ -146,40 +171,85 @@ def _busy(cell: dict) -> float:
     return 0.0 if other is None else min(max(float(other) / cpus, 0.0), 1.0)
 
 
-def latency_verdict(base: dict, cand: dict, max_slowdown: float) -> dict:
-    """Ratios and the noise-aware verdict for one paired cell (see the module docstring)."""
+def _thinned(samples: list[float]) -> np.ndarray:
+    """At most MAX_SAMPLES runs, taken evenly over the run order (keeps early and late runs)."""
+    values = np.asarray(samples, dtype=np.float64)
+    if values.size > MAX_SAMPLES:
+        values = values[np.linspace(0, values.size - 1, MAX_SAMPLES).round().astype(int)]
+    return values
+
+
+def ratio_interval(baseline_ms: list[float], candidate_ms: list[float], alpha: float) -> tuple[float, float, float]:
+    """(lower, estimate, upper) of the candidate/baseline latency ratio.
+
+    Hodges-Lehmann estimate (median of all pairwise ratios c_i / b_j) with one-sided (1 - alpha)
+    bounds from the Mann-Whitney U distribution (normal approximation, computed in log space):
+    lower > L is the level-alpha rank test of "the candidate is at most L times slower".
+    With too few runs for a bound, lower = 0 and upper = inf (never a regression, never faster).
+    """
+    b, c = np.log(_thinned(baseline_ms)), np.log(_thinned(candidate_ms))
+    n, m = c.size, b.size
+    differences = (c[:, None] - b[None, :]).ravel()
+    total = differences.size
+    z = NormalDist().inv_cdf(1.0 - alpha)
+    k = int(np.floor(n * m / 2.0 - z * np.sqrt(n * m * (n + m + 1) / 12.0)))
+    bounded = n >= MIN_SAMPLES and m >= MIN_SAMPLES and k >= 1
+    middle = sorted({(total - 1) // 2, total // 2})
+    ranks = sorted({*middle, k - 1, total - k}) if bounded else middle
+    ordered = np.partition(differences, ranks)  # only the order statistics needed, O(pairs)
+    estimate = float(np.exp(ordered[middle].mean()))
+    if not bounded:
+        return 0.0, estimate, float("inf")
+    # The k-th smallest and the k-th largest pairwise ratio.
+    return float(np.exp(ordered[k - 1])), estimate, float(np.exp(ordered[total - k]))
+
+
+def latency_verdict(base: dict, cand: dict, max_slowdown: float, alpha: float = DEFAULT_ALPHA) -> dict:
+    """The rank-test verdict for one paired cell (see the module docstring); `alpha` is this cell's level."""
     b, c = base["latency_ms"], cand["latency_ms"]
     limit = 1.0 + max_slowdown
     busy = max(_busy(base), _busy(cand))
-    floor_limit = 1.0 + max(max_slowdown, min(busy, BUSY_ALLOWANCE_CAP))
-    ratio = c["p50"] / b["p50"] if b["p50"] > 0 else float("inf")
-    floor_ratio = c["min"] / b["min"] if b["min"] > 0 else float("inf")
-    noise_ms = (b["p5"] - b["min"]) + (c["p5"] - c["min"])
-    gap_ms = c["min"] - b["min"]
-    if floor_ratio > floor_limit and gap_ms > noise_ms:
+    busy_limit = 1.0 + max(max_slowdown, min(busy, BUSY_ALLOWANCE_CAP))
+    lower, ratio, upper = ratio_interval(base["samples_ms"], cand["samples_ms"], alpha)
+    if busy >= SATURATED and lower > limit:
+        verdict = "slower (host saturated)"
+    elif lower > busy_limit:
         verdict = "regression"
-    elif floor_ratio > limit and gap_ms > noise_ms:
+    elif lower > limit:
         verdict = "slower (host busy)"
-    elif ratio > limit or floor_ratio > limit:
+    elif ratio > limit:
         verdict = "slower (within noise)"
-    elif floor_ratio < 1 / limit and -gap_ms > noise_ms:
+    elif upper < 1 / limit:
         verdict = "faster"
     else:
         verdict = "ok"
     return {
         "model": cand["model"], "format": cand["format"], "runtime": cand.get("runtime"),
+        "runs_at": cand.get("runs_at"),
         "batch": int(cand["batch"]), "threads": int(cand["threads"]),
-        "baseline_p50_ms": b["p50"], "candidate_p50_ms": c["p50"], "p50_ratio": round(ratio, 4),
-        "baseline_min_ms": b["min"], "candidate_min_ms": c["min"], "min_ratio": round(floor_ratio, 4),
+        "ratio": round(ratio, 4), "ratio_lower": round(lower, 4),
+        "ratio_upper": None if upper == float("inf") else round(upper, 4),
+        "alpha": alpha, "limit": round(busy_limit, 4),
+        "baseline_p50_ms": b["p50"], "candidate_p50_ms": c["p50"],
+        "p50_ratio": round(c["p50"] / b["p50"], 4) if b["p50"] > 0 else None,
+        "baseline_min_ms": b["min"], "candidate_min_ms": c["min"],
+        "min_ratio": round(c["min"] / b["min"], 4) if b["min"] > 0 else None,
         "baseline_p90_ms": b.get("p90"), "candidate_p90_ms": c.get("p90"),
-        "floor_noise_ms": round(noise_ms, 4), "floor_gap_ms": round(gap_ms, 4),
-        "busy": round(busy, 3), "floor_limit": round(floor_limit, 4),
-        "baseline_runs": base.get("runs"), "candidate_runs": cand.get("runs"),
+        "busy": round(busy, 3),
+        "baseline_runs": len(base["samples_ms"]), "candidate_runs": len(cand["samples_ms"]),
         # Cores' worth of other processes' CPU time during each measurement (host busy-ness).
         "baseline_other_load_cores": base.get("other_load_cores"),
         "candidate_other_load_cores": cand.get("other_load_cores"),
         "verdict": verdict,
     }
+
+
+def precision_differences(base_cells: dict, cand_cells: dict) -> list[str]:
+    """'model/format/batch/threads: bf16 vs f32' for paired cells run at different inference precisions."""
+    return [f"{'/'.join(map(str, key))}: {base_cells[key].get('runs_at') or 'unrecorded'} vs "
+            f"{cand_cells[key].get('runs_at') or 'unrecorded'}"
+            for key in base_cells if key in cand_cells
+            and base_cells[key].get("runs_at") != cand_cells[key].get("runs_at")]
 
 
 def size_verdict(base: dict, cand: dict, max_size_growth: float) -> dict:
@@ -209,7 +279,13 @@ def compare_profiles(baseline: dict, candidate: dict, config: CompareConfig, *,
     if not paired:
         raise EdgepruneError(f"{baseline_path} and {candidate_path} share no (model, format, batch, threads) "
                              "entry; profile the same model names and settings")
-    latency = [latency_verdict(base_cells[k], cand_cells[k], config.max_slowdown) for k in paired]
+    mixed = precision_differences(base_cells, cand_cells)
+    if mixed:
+        raise EdgepruneError("profiles ran at different inference precisions (" + "; ".join(mixed[:3]) +
+                             (f"; {len(mixed) - 3} more" if len(mixed) > 3 else "") +
+                             "); profile both with the same --inference-precision")
+    cell_alpha = config.alpha / len(paired)
+    latency = [latency_verdict(base_cells[k], cand_cells[k], config.max_slowdown, cell_alpha) for k in paired]
     base_models = {(m["model"], m["format"]): m for m in baseline["models"]}
     size = [size_verdict(base_models[(m["model"], m["format"])], m, config.max_size_growth)
             for m in candidate["models"] if (m["model"], m["format"]) in base_models
@@ -219,7 +295,7 @@ def compare_profiles(baseline: dict, candidate: dict, config: CompareConfig, *,
         "schema": SCHEMA,
         "baseline": str(baseline_path), "candidate": str(candidate_path),
         "settings": {"max_slowdown": config.max_slowdown, "max_size_growth": config.max_size_growth,
-                     "rule": RULE},
+                     "alpha": config.alpha, "alpha_per_cell": cell_alpha, "rule": RULE},
         "host": {"cpu_model": candidate["host"].get("cpu_model"),
                  "architecture": candidate["host"].get("architecture"),
                  "differences": differences, "mismatch_allowed": bool(differences)},
@@ -233,7 +309,7 @@ def compare_profiles(baseline: dict, candidate: dict, config: CompareConfig, *,
 
 
 _ICONS = {"regression": "❌ regression", "slower (within noise)": "⚠️ slower (within noise)",
-          "slower (host busy)": "⚠️ slower (host busy)",
+          "slower (host busy)": "⚠️ slower (host busy)", "slower (host saturated)": "⚠️ slower (host saturated)",
           "faster": "🚀 faster", "smaller": "✅ smaller", "ok": "✅ ok"}
 
 
@@ -244,18 +320,24 @@ def markdown_report(report: dict) -> str:
     lines = [f"## edgeprune compare: {head}", "",
              f"`{Path(report['candidate']).name}` against baseline `{Path(report['baseline']).name}` on "
              f"{report['host']['cpu_model']} ({report['host']['architecture']}); "
-             f"max slowdown {settings['max_slowdown']:.0%}, max size growth {settings['max_size_growth']:.0%}; "
+             f"max slowdown {settings['max_slowdown']:.0%} (false-alarm rate ≤ {settings.get('alpha', DEFAULT_ALPHA):.0%}), "
+             f"max size growth {settings['max_size_growth']:.0%}; "
              f"{report['regressions']} regression(s).", ""]
     if report["host"]["differences"]:
         lines += ["> ⚠️ host mismatch allowed: " + "; ".join(report["host"]["differences"]), ""]
-    lines += ["| model | runtime | batch | threads | p50 ms base → cand | ratio | min ms base → cand | "
-              "floor noise ms | host busy | verdict |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    saturated = [row for row in report["latency"] if row["busy"] >= SATURATED]
+    if saturated:
+        lines += [f"> ⚠️ host saturated: other processes held >= {SATURATED:.0%} of the measured CPUs in "
+                  f"{len(saturated)} of {len(report['latency'])} cells; latency was not judged there. "
+                  "Profile on an idle runner.", ""]
+    lines += ["| model | runtime | runs at | batch | threads | p50 ms base → cand | ratio (lower bound) | "
+              "limit | runs | host busy | verdict |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in report["latency"]:
-        lines.append(f"| {row['model']} | {row['runtime']} | {row['batch']} | {row['threads']} | "
-                     f"{row['baseline_p50_ms']:.2f} → {row['candidate_p50_ms']:.2f} | ×{row['p50_ratio']:.2f} | "
-                     f"{row['baseline_min_ms']:.2f} → {row['candidate_min_ms']:.2f} | {row['floor_noise_ms']:.3f} | "
-                     f"{row['busy']:.0%} | "
+        lines.append(f"| {row['model']} | {row['runtime']} | {row.get('runs_at') or '–'} | {row['batch']} | "
+                     f"{row['threads']} | {row['baseline_p50_ms']:.2f} → {row['candidate_p50_ms']:.2f} | "
+                     f"×{row['ratio']:.3f} (×{row['ratio_lower']:.3f}) | ×{row['limit']:.2f} | "
+                     f"{row['baseline_runs']}/{row['candidate_runs']} | {row['busy']:.0%} | "
                      f"{_ICONS[row['verdict']]} |")
     if report["size"]:
         lines += ["", "| model | format | file bytes base → cand | ratio | gzip ratio | verdict |",
@@ -268,7 +350,8 @@ def markdown_report(report: dict) -> str:
     for label, keys in (("only in baseline", report["baseline_only"]), ("only in candidate", report["candidate_only"])):
         if keys:
             lines += ["", f"Not compared ({label}): " + ", ".join(f"`{k}`" for k in keys)]
-    lines += ["", f"<sub>Rule: {RULE}. A slower median alone is reported, not failed. Host busy: "
+    lines += ["", f"<sub>Rule: {RULE}; alpha {settings.get('alpha', DEFAULT_ALPHA):g} for the whole "
+                  "comparison. A slower estimate without confidence is reported, not failed. Host busy: "
                   "the larger share of the measured CPUs that other processes used during either run."
                   "</sub>"]
     return "\n".join(lines) + "\n"

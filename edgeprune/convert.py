@@ -32,7 +32,7 @@ import numpy as np
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.options import flag, internal
-from edgeprune.runtime import captured_stderr
+from edgeprune.runtime import captured_stderr, check_inference_precision
 from edgeprune.vocab import CONVERT_PRECISIONS, CONVERTED_SUFFIXES, SWITCHES, check_fit
 
 if TYPE_CHECKING:
@@ -69,8 +69,12 @@ class ConvertConfig:
     min_agreement: float | None = None  # None: DEFAULT_MIN_AGREEMENT[precision]
     batch_size: int = internal(64)
     seed: int = 0
+    # How the runtime computes during verification (edgeprune.vocab.INFERENCE_PRECISIONS);
+    # "default": what it picks on this host, as deployed (OpenVINO: bf16 on AVX512_BF16/AMX CPUs).
+    inference_precision: str = "default"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "inference_precision", check_inference_precision(self.inference_precision))
         if self.target not in CONVERT_PRECISIONS:
             raise EdgepruneError(f"unknown target format {self.target!r}; expected one of "
                                  f"{', '.join(CONVERT_PRECISIONS)}")
@@ -376,18 +380,22 @@ def convert_model(source: str | os.PathLike, output: str | os.PathLike, config: 
                                                               calibration=calibration, progress=progress)}
             convert_seconds = time.perf_counter() - convert_started
             advance(1, "converted")
-            predictor = load(converted)
+            predictor = load(converted, inference_precision=config.inference_precision)
             verification: dict = {"skipped": True}
             if config.verify > 0 and dataset is not None:
                 x_verify, y_verify = verification_split(dataset, config.verify, seed=config.seed)
                 figures = compare_logits(_keras_logits(model, x_verify, config.batch_size),
                                          predictor.predict(x_verify, config.batch_size), y_verify)
                 bound = config.agreement_bound
-                verification = {**figures, "min_agreement": bound, "passed": figures["agreement"] >= bound}
+                verification = {**figures, "min_agreement": bound, "passed": figures["agreement"] >= bound,
+                                "inference_precision": predictor.info.get("inference_precision"),
+                                "inference_precision_requested": config.inference_precision,
+                                "delegate": predictor.info.get("delegate")}
                 advance(1, f"agreement {figures['agreement']:.3f}")
                 if not verification["passed"]:
                     raise VerificationError(
-                        f"{config.target} {config.precision} agrees with {source.name} on "
+                        f"{config.target} {config.precision} (running at "
+                        f"{predictor.info.get('inference_precision')}) agrees with {source.name} on "
                         f"{figures['agreement']:.1%} of {figures['samples']} test images (< {bound:.0%}); "
                         f"max |logit diff| {figures['max_abs_logit_diff']:.3g}, mean "
                         f"{figures['mean_abs_logit_diff']:.3g}; accuracy {figures['source_accuracy']:.3f} -> "

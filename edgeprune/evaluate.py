@@ -21,6 +21,7 @@ import numpy as np
 from edgeprune.attacks.transferset import TransferSet, load_transfer_set
 from edgeprune.errors import EdgepruneError
 from edgeprune.io import atomic_path, atomic_write_text, sha256_file, versions, write_json
+from edgeprune.runtime import inference_label
 from edgeprune.tables import csv_table, markdown_table
 from edgeprune.vocab import check_fit
 
@@ -42,7 +43,9 @@ class ModelEntry:
 
     @property
     def describe(self) -> str:
-        return f"{self.info.get('format')}/{self.info.get('precision')}"
+        """'openvino/fp32 @bf16': the file's format and precision, and the precision it ran at."""
+        ran = inference_label(self.info)
+        return f"{self.info.get('format')}/{self.info.get('precision')}" + (f" @{ran}" if ran else "")
 
 
 def model_lineage(path: Path) -> tuple[str | None, str | None, str | None]:
@@ -63,14 +66,15 @@ def model_lineage(path: Path) -> tuple[str | None, str | None, str | None]:
 
 
 def load_models(paths: list[str | os.PathLike], *, allow_unsafe: bool = False,
-                threads: int | None = None) -> list[ModelEntry]:
+                threads: int | None = None, inference_precision: str | None = None) -> list[ModelEntry]:
     from edgeprune.runtime import load
 
     entries: list[ModelEntry] = []
     labels: set[str] = set()
     for raw in paths:
         path = Path(raw)
-        predictor = load(path, allow_unsafe=allow_unsafe, threads=threads)
+        predictor = load(path, allow_unsafe=allow_unsafe, threads=threads,
+                         inference_precision=inference_precision)
         parent, dataset, _ = model_lineage(path)
         label = path.name
         while label in labels:
@@ -107,8 +111,13 @@ def check_set_dataset(transfer: TransferSet, dataset) -> None:
 
 def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.PathLike], *,
              dataset_spec: str | None = None, limit: int | None = None, batch_size: int = 256,
-             allow_unsafe: bool = False, progress: bool = False) -> dict[str, Any]:
-    """The accuracy matrix (clean split + each set) x models, with views (a) and (b)."""
+             allow_unsafe: bool = False, progress: bool = False,
+             inference_precision: str | None = None) -> dict[str, Any]:
+    """The accuracy matrix (clean split + each set) x models, with views (a) and (b).
+
+    `inference_precision` (edgeprune.runtime.INFERENCE_PRECISIONS, None = "default": what each
+    runtime picks on this host) is how the runtimes compute; what ran is recorded per model.
+    """
     from edgeprune.data import load_dataset
     from edgeprune.progress import progress_task
 
@@ -125,7 +134,7 @@ def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.Path
     for transfer in sets:
         if dataset is not None:
             check_set_dataset(transfer, dataset)
-    models = load_models(model_paths, allow_unsafe=allow_unsafe)
+    models = load_models(model_paths, allow_unsafe=allow_unsafe, inference_precision=inference_precision)
     for transfer in sets:
         for model in models:
             check_set_fits(transfer, model)
@@ -159,6 +168,9 @@ def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.Path
                                                   "test_fingerprint": dataset.fingerprint("test"), "limit": limit},
         "models": [{"label": m.label, "path": str(m.path), "sha256": m.sha256, "parent_sha256": m.parent_sha256,
                     "format": m.info.get("format"), "precision": m.info.get("precision"),
+                    "inference_precision": m.info.get("inference_precision"),
+                    "inference_precision_requested": m.info.get("inference_precision_requested"),
+                    "delegate": m.info.get("delegate"), "runs_at": inference_label(m.info),
                     "input_shape": m.info.get("input_shape"), "num_classes": m.info.get("num_classes"),
                     "sparsity": model_lineage(m.path)[2]} for m in models],
         "sets": [{"name": s.name, "path": str(s.path), "attack": s.attack, "norm": s.record["attack"]["norm"],
@@ -272,9 +284,10 @@ def to_csv(report: dict) -> str:
         for label, value in by_model.items():
             info = sets.get(row, {})
             rows.append([row, info.get("attack", CLEAN), info.get("surrogate", ""), label, models[label]["format"],
-                         models[label]["precision"], report["images"][row], f"{value:.6f}"])
-    return csv_table(["set", "attack", "surrogate", "model", "format", "precision", "images", "accuracy"], rows,
-                     line_end="\r\n")
+                         models[label]["precision"], models[label].get("runs_at") or "", report["images"][row],
+                         f"{value:.6f}"])
+    return csv_table(["set", "attack", "surrogate", "model", "format", "precision", "runs_at", "images", "accuracy"],
+                     rows, line_end="\r\n")
 
 
 def _pct(value: float) -> str:
@@ -289,6 +302,9 @@ def to_markdown(report: dict) -> str:
                      f"{', limit ' + str(d['limit']) if d['limit'] else ''}). Accuracy in %.")
     lines.append("")
     order = report["model_order"]
+    lines += [markdown_table(["model", "format", "precision", "runs at"],
+                             ([m["label"], m["format"], m["precision"], m.get("runs_at") or "–"]
+                              for m in report["models"])), ""]
     sets = {s["name"]: s for s in report["sets"]}
     lines += ["## Accuracy matrix", "", markdown_table(
         ["set", "attack", *order],

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from edgeprune.io import versions
 
-ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile",
-             "neon", "asimd", "asimddp", "sve", "i8mm", "bf16")
+# avx512_bf16 / amx_bf16 / avx512_fp16: what OpenVINO's default inference precision depends on.
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
+             "amx_tile", "amx_bf16", "neon", "asimd", "asimddp", "sve", "i8mm", "bf16")
 
 
 def _cpuinfo() -> dict[str, str]:

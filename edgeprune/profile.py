@@ -25,7 +25,9 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +55,9 @@ class ProfileConfig:
     seed: int = 0
     input_shape: tuple[int, ...] | None = None  # override for models with dynamic H/W/C
     allow_unsafe: bool = False
+    # How the runtime computes (edgeprune.vocab.INFERENCE_PRECISIONS); "default" measures what
+    # the runtime picks on this host, as deployed. What ran is read back into every cell.
+    inference_precision: str = "default"
 
     def __post_init__(self) -> None:
         if not self.batches or any(b < 1 for b in self.batches):
@@ -73,6 +78,9 @@ class ProfileConfig:
             raise EdgepruneError(f"isolation must be one of {', '.join(ISOLATIONS)}, got {self.isolation!r}")
         if self.input_shape is not None and any(d < 1 for d in self.input_shape):
             raise EdgepruneError(f"input_shape dimensions must be >= 1, got {self.input_shape}")
+        from edgeprune.runtime import check_inference_precision
+
+        object.__setattr__(self, "inference_precision", check_inference_precision(self.inference_precision))
 
 
 # ---------------------------------------------------------------------------- parsing helpers
@@ -216,23 +224,11 @@ def _keras_counts(path: Path, allow_unsafe: bool) -> dict:
             "macs": stats["macs"], "counts_note": "Keras weights (batch-norm statistics included)"}
 
 
-def _tflite_interpreter_class():
-    """LiteRT, then tflite-runtime, then TensorFlow's tf.lite (only if neither is installed)."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter, OpResolverType
-        except ImportError:
-            import tensorflow as tf
-
-            Interpreter, OpResolverType = tf.lite.Interpreter, tf.lite.experimental.OpResolverType
-    return Interpreter, OpResolverType
-
-
 def _tflite_counts(path: Path) -> dict:
     """Parameters = elements of the constant tensors that ops read; MACs of conv/FC ops."""
-    interpreter_class, resolver = _tflite_interpreter_class()
+    from edgeprune.runtime import _tflite_interpreter_class
+
+    interpreter_class, resolver, _, _ = _tflite_interpreter_class()
     # No delegate: XNNPACK may repack constant tensors; we only read them here.
     interpreter = interpreter_class(model_path=str(path),
                                     experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
@@ -356,7 +352,8 @@ def measure_cells(path: str | os.PathLike, batches: Sequence[int], threads: int,
     try:
         threads_applied = _apply_keras_threads(threads) if fmt == "keras" else True
         load_start = time.perf_counter()
-        predictor = runtime.load(path, allow_unsafe=config.allow_unsafe, threads=threads)
+        predictor = runtime.load(path, allow_unsafe=config.allow_unsafe, threads=threads,
+                                 inference_precision=config.inference_precision)
         load_s = time.perf_counter() - load_start
         info = dict(getattr(predictor, "info", {}) or {})
         shape = _input_shape(predictor, config.input_shape, path)
@@ -368,7 +365,7 @@ def measure_cells(path: str | os.PathLike, batches: Sequence[int], threads: int,
         for batch in batches:
             x = rng.random((batch, *shape), dtype=np.float32)
             busy_before, cpu_before, wall_before = _cpu_busy_jiffies(allowed_cpus()), os.times(), time.perf_counter()
-            samples, cpu_samples, warmups = time_calls(lambda x=x, batch=batch: predictor.predict(x, batch_size=batch),
+            samples, cpu_samples, warmups = time_calls(partial(predictor.predict, x, batch_size=batch),
                                           warmup=config.warmup, warmup_time_s=config.warmup_time_s,
                                           runs=config.runs, min_time_s=config.min_time_s)
             wall = time.perf_counter() - wall_before
@@ -382,6 +379,11 @@ def measure_cells(path: str | os.PathLike, batches: Sequence[int], threads: int,
                 "model": path.stem, "format": fmt,
                 "runtime": runtime_name, "runtime_version": runtime_version,
                 "precision": info.get("precision"),
+                # How the runtime computed, read back from it (OpenVINO: the compiled model).
+                "inference_precision": predictor.info.get("inference_precision"),
+                "inference_precision_requested": config.inference_precision,
+                "delegate": predictor.info.get("delegate"),
+                "runs_at": runtime.inference_label(predictor.info),
                 "batch": int(batch), "threads": int(threads), "threads_applied": threads_applied,
                 "cpus": list(allowed_cpus() or []),
                 "input_shape": list(shape), "warmup_runs": warmups, "runs": len(samples),
@@ -409,9 +411,11 @@ def _worker_main() -> int:
     spec_path, result_path = sys.argv[1], sys.argv[2]
     spec = json.loads(Path(spec_path).read_text())
     try:
-        config = ProfileConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in spec["config"].items()})
+        values: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in spec["config"].items()}
+        config = ProfileConfig(**values)
         cells = measure_cells(spec["path"], spec["batches"], spec["threads"], config)
-        payload, code = {"cells": cells}, 0
+        payload: dict[str, Any] = {"cells": cells}
+        code = 0
     except EdgepruneError as exc:
         payload, code = {"error": str(exc)}, 2
     Path(result_path).write_text(json.dumps(payload))
@@ -438,14 +442,14 @@ def _measure_in_subprocess(path: Path, batch: int, threads: int, config: Profile
 
 # ----------------------------------------------------------------------------- whole profile
 
-def profile_models(paths: Sequence[str | os.PathLike], config: ProfileConfig, *,
+def profile_models(model_paths: Sequence[str | os.PathLike], config: ProfileConfig, *,
                    progress: bool = True, command: str | None = None) -> dict:
     """Profile every model at every (batch, threads): the `edgeprune.profile/1` report."""
     from edgeprune.host import host_fingerprint
     from edgeprune.io import sha256_file
     from edgeprune.progress import progress_task
 
-    paths = [Path(p) for p in paths]
+    paths = [Path(p) for p in model_paths]
     if not paths:
         raise EdgepruneError("no model files given")
     seen: dict[tuple[str, str], Path] = {}
@@ -526,14 +530,15 @@ def markdown_report(report: dict) -> str:
         lines.append(f"| {m['model']} | {m.get('runtime', m['format'])} | {_mb(m['file_bytes'])} | "
                      f"{_mb(m['gzip_bytes'])} | {_count(m.get('params'))} | {_count(m.get('params_nonzero'))} | "
                      f"{_count(m.get('macs'))} |")
-    lines += ["", "| model | runtime | batch | threads | cpus | runs | p50 ms | p90 ms | p99 ms | "
+    lines += ["", "| model | runtime | runs at | batch | threads | cpus | runs | p50 ms | p90 ms | p99 ms | "
                   "mean ± std ms | min ms | CV | img/s | peak RSS MB |",
-              "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["results"]:
         lat = r["latency_ms"]
         cpus = ",".join(str(c) for c in r["cpus"])
         threads = f"{r['threads']}" + ("" if r.get("threads_applied", True) else " (not applied)")
-        lines.append(f"| {r['model']} | {r['runtime']} | {r['batch']} | {threads} | {cpus} | {r['runs']} | "
+        lines.append(f"| {r['model']} | {r['runtime']} | {r.get('runs_at') or '–'} | {r['batch']} | {threads} | "
+                     f"{cpus} | {r['runs']} | "
                      f"{lat['p50']:.2f} | {lat['p90']:.2f} | {lat['p99']:.2f} | {lat['mean']:.2f} ± {lat['std']:.2f} | "
                      f"{lat['min']:.2f} | {r['cv']:.1%} | {r['throughput_ips']:,.0f} | "
                      f"{r['peak_rss_bytes'] / 1e6:.0f} |")
@@ -542,7 +547,8 @@ def markdown_report(report: dict) -> str:
 
 CSV_COLUMNS = ("model", "format", "runtime", "batch", "threads", "cpus", "runs", "min", "mean", "std",
                "p5", "p10", "p25", "p50", "p75", "p90", "p99", "max", "cv", "throughput_ips", "peak_rss_bytes",
-               "other_load_cores", "file_bytes", "gzip_bytes", "params", "params_nonzero", "macs")
+               "other_load_cores", "file_bytes", "gzip_bytes", "params", "params_nonzero", "macs",
+               "inference_precision", "delegate")
 
 
 def csv_report(report: dict) -> str:

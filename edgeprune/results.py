@@ -192,6 +192,11 @@ class ConvertResult(Result):
         return _get(self.record, "verification", "converted_accuracy")
 
     @property
+    def verified_at(self) -> str | None:
+        """The inference precision the converted model ran at during verification (read back)."""
+        return _get(self.record, "verification", "inference_precision")
+
+    @property
     def output_bytes(self) -> int | None:
         return _get(self.record, "sizes", "output_bytes")
 
@@ -244,6 +249,10 @@ class EvaluateResult(Result):
             value = by_model.get(model) if model is not None else next(iter(by_model.values()), None)
             out.append(SetAccuracy(set=row, accuracy=value, samples=images.get(row)))
         return out
+
+    def runs_at(self) -> dict[str, str | None]:
+        """How each model's runtime computed (read back): label -> 'bf16', 'f32 xnnpack', ..."""
+        return {m.get("label"): m.get("runs_at") for m in self.record.get("models") or []}
 
     def _csv(self) -> str:
         from edgeprune.evaluate import to_csv
@@ -330,6 +339,7 @@ class LatencyCell:
     p50: float | None
     p90: float | None
     throughput_ips: float | None
+    runs_at: str | None = None  # how the runtime computed, read back: 'bf16', 'f32 xnnpack', ...
 
 
 @dataclass(frozen=True)
@@ -343,7 +353,7 @@ class ProfileResult(Result):
             cells.append(LatencyCell(model=entry.get("model"), batch=entry.get("batch"),
                                      threads=entry.get("threads"), mean=stats.get("mean"),
                                      std=stats.get("std"), p50=stats.get("p50"), p90=stats.get("p90"),
-                                     throughput_ips=entry.get("throughput_ips")))
+                                     throughput_ips=entry.get("throughput_ips"), runs_at=entry.get("runs_at")))
         return cells
 
     def sizes(self) -> list[ModelFacts]:

@@ -14,11 +14,55 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.vocab import INFERENCE_PRECISIONS, RUNTIME_INFERENCE_PRECISIONS
+
+
+# How the runtime computes (runtime inference precision), set when a model is loaded. Not the
+# conversion precision of the file (`edgeprune.convert`: fp32 / fp16 / dynamic / int8, recorded
+# as info["precision"]). One vocabulary for every runtime:
+#   default  what the runtime picks on this host, as deployed (OpenVINO: no hint, bf16 on CPUs
+#            with AVX512_BF16/AMX; TFLite: the default XNNPACK delegate; Keras: f32)
+#   f32      OpenVINO hint f32; TFLite: XNNPACK at f32 (its default for float models); Keras: f32
+#   bf16     OpenVINO hint bf16 (the plugin falls back to f32 where the CPU lacks it: read back)
+#   f16      OpenVINO hint f16 (where the CPU supports it: read back)
+#   none     TFLite only: no XNNPACK delegate, the interpreter's builtin kernels
+# What actually ran is read back and recorded as info["inference_precision"] (f32 / bf16 / f16),
+# beside info["inference_precision_requested"] and, for TFLite, info["delegate"].
+_OPENVINO_TYPES = {"f32": "f32", "float32": "f32", "bf16": "bf16", "bfloat16": "bf16", "f16": "f16",
+                   "float16": "f16"}
+
+
+def check_inference_precision(value: str | None) -> str:
+    """'default' for None; otherwise a member of INFERENCE_PRECISIONS or a one-line error."""
+    if value is None:
+        return "default"
+    text = str(value).strip().lower()
+    if text not in INFERENCE_PRECISIONS:
+        raise EdgepruneError(f"inference precision must be one of {', '.join(INFERENCE_PRECISIONS)}, "
+                             f"got {value!r}")
+    return text
+
+
+def _refuse_inference_precision(path: Path, fmt: str, requested: str, supported: tuple[str, ...]) -> None:
+    if requested not in supported:
+        raise EdgepruneError(f"{path.name}: {fmt} cannot run at inference precision {requested!r} "
+                             f"(supported: {', '.join(supported)})")
+
+
+def inference_label(info: dict) -> str | None:
+    """What ran, as one label for tables and pairing: 'bf16', 'f32', 'f32 xnnpack', 'f32 no-xnnpack'."""
+    precision = info.get("inference_precision")
+    if precision is None:
+        return None
+    delegate = info.get("delegate")
+    if delegate is None:
+        return str(precision)
+    return f"{precision} {'no-xnnpack' if delegate == 'none' else delegate}"
 
 
 class Predictor(Protocol):
@@ -38,7 +82,7 @@ def _batches(x: np.ndarray, batch_size: int):
 
 @dataclass
 class KerasPredictor:
-    model: object
+    model: Any  # a tf.keras.Model
     info: dict = field(default_factory=dict)
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -46,9 +90,11 @@ class KerasPredictor:
         return np.concatenate(outputs).astype(np.float32) if outputs else np.zeros((0,), np.float32)
 
 
-def _load_keras(path: Path, *, allow_unsafe: bool = False, threads: int | None = None) -> Predictor:
+def _load_keras(path: Path, *, allow_unsafe: bool = False, threads: int | None = None,
+                inference_precision: str = "default") -> Predictor:
     from edgeprune.modelio import load_keras_model
 
+    _refuse_inference_precision(path, "Keras", inference_precision, RUNTIME_INFERENCE_PRECISIONS["keras"])
     model = load_keras_model(path, allow_unsafe=allow_unsafe)
     return KerasPredictor(model=model, info={
         "format": "keras", "precision": "fp32", "path": str(path),
@@ -56,6 +102,7 @@ def _load_keras(path: Path, *, allow_unsafe: bool = False, threads: int | None =
         "num_classes": int(model.output_shape[-1]),
         "runtime": {"name": "tensorflow", "version": _package_version("tensorflow-cpu", "tensorflow")},
         "threads": threads,
+        "inference_precision": "f32", "inference_precision_requested": inference_precision,
     })
 
 
@@ -166,18 +213,19 @@ def _package_version(*names: str) -> str | None:
 
 # --- TFLite -------------------------------------------------------------------------------
 
-def _tflite_interpreter_class() -> tuple[type, str, str | None]:
-    """LiteRT first (fast quantized kernels on x86), then tflite-runtime, then tf.lite."""
+def _tflite_interpreter_class() -> tuple[type, Any, str, str | None]:
+    """(Interpreter, OpResolverType, runtime name, version): LiteRT first (fast quantized
+    kernels on x86), then tflite-runtime, then tf.lite."""
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        return Interpreter, "ai-edge-litert", _package_version("ai-edge-litert")
+        return Interpreter, OpResolverType, "ai-edge-litert", _package_version("ai-edge-litert")
     except ImportError:
         pass
     try:
-        from tflite_runtime.interpreter import Interpreter
+        from tflite_runtime.interpreter import Interpreter, OpResolverType
 
-        return Interpreter, "tflite-runtime", _package_version("tflite-runtime")
+        return Interpreter, OpResolverType, "tflite-runtime", _package_version("tflite-runtime")
     except ImportError:
         pass
     try:
@@ -186,7 +234,7 @@ def _tflite_interpreter_class() -> tuple[type, str, str | None]:
         raise EdgepruneError(
             "no TFLite runtime installed: pip install ai-edge-litert (or tflite-runtime, or tensorflow)"
         ) from None
-    return tf.lite.Interpreter, "tensorflow", tf.__version__
+    return tf.lite.Interpreter, tf.lite.experimental.OpResolverType, "tensorflow", tf.__version__
 
 
 def _tflite_precision(input_dtype: np.dtype, tensors: list[dict]) -> str:
@@ -208,7 +256,7 @@ def _tflite_precision(input_dtype: np.dtype, tensors: list[dict]) -> str:
 class TFLitePredictor:
     """A TFLite interpreter whose batch dimension is resized once per batch size and reused."""
 
-    interpreter: object
+    interpreter: Any  # a LiteRT / tflite-runtime / tf.lite Interpreter
     path: Path
     info: dict = field(default_factory=dict)
     _batch: int | None = None
@@ -243,13 +291,14 @@ class TFLitePredictor:
         x = _as_images(x, self.info["input_shape"], self.path)
         if len(x) == 0:
             return np.zeros((0, self.info["num_classes"]), np.float32)
-        self._resize(min(batch_size, len(x)))
+        batch = min(batch_size, len(x))
+        self._resize(batch)
         in_dtype = np.dtype(self._input["dtype"])
         in_scale, in_zero = self._input["quantization"]
         out_dtype = np.dtype(self._output["dtype"])
         out_scale, out_zero = self._output["quantization"]
         outputs = []
-        for chunk, rows in _padded_chunks(x, self._batch):
+        for chunk, rows in _padded_chunks(x, batch):
             if np.issubdtype(in_dtype, np.integer):
                 chunk = quantize_input(chunk, in_scale, in_zero, in_dtype)
             else:
@@ -263,13 +312,33 @@ class TFLitePredictor:
         return np.concatenate(outputs)
 
 
-def _load_tflite(path: Path, *, allow_unsafe: bool = False, threads: int | None = None) -> Predictor:
+# The Interpreter API of ai-edge-litert / tflite-runtime exposes no XNNPACK fp16 switch
+# (only LiteRT's CompiledModel API takes XNNPACK flags): f16 and bf16 are refused for TFLite.
+TFLITE_INFERENCE_PRECISIONS = RUNTIME_INFERENCE_PRECISIONS["tflite"]
+
+
+def _xnnpack_applied(interpreter: object, log: list[str]) -> bool:
+    """True if the XNNPACK delegate took over nodes: its banner on fd 2, or DELEGATE nodes."""
+    if any("XNNPACK delegate" in line for line in log):
+        return True
+    try:
+        return any(op.get("op_name") == "DELEGATE" for op in interpreter._get_ops_details())  # type: ignore[attr-defined]
+    except Exception:  # a runtime without the private op listing
+        return False
+
+
+def _load_tflite(path: Path, *, allow_unsafe: bool = False, threads: int | None = None,
+                 inference_precision: str = "default") -> Predictor:
     threads = _check_threads(threads)
-    interpreter_class, runtime_name, runtime_version = _tflite_interpreter_class()
+    _refuse_inference_precision(path, "TFLite", inference_precision, TFLITE_INFERENCE_PRECISIONS)
+    interpreter_class, resolver, runtime_name, runtime_version = _tflite_interpreter_class()
+    options: dict[str, Any] = {}
+    if inference_precision == "none":  # the builtin kernels only, no default XNNPACK delegate
+        options["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     failure = None
     with captured_stderr() as log:  # LiteRT announces its XNNPACK delegate on fd 2
         try:
-            interpreter = interpreter_class(model_path=str(path), num_threads=threads)
+            interpreter = interpreter_class(model_path=str(path), num_threads=threads, **options)
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             failure = exc
@@ -293,15 +362,23 @@ def _load_tflite(path: Path, *, allow_unsafe: bool = False, threads: int | None 
         "input_quantization": {"scale": float(in_scale), "zero_point": int(in_zero)} if in_scale else None,
         "runtime": {"name": runtime_name, "version": runtime_version},
         "threads": threads,
+        # XNNPACK and the builtin kernels compute float ops in f32 (int8 ops in int8).
+        "inference_precision": "f32", "inference_precision_requested": inference_precision,
+        "delegate": "xnnpack" if _xnnpack_applied(interpreter, log) else "none",
     }
     return TFLitePredictor(interpreter=interpreter, path=path, info=info)
 
 
 # --- OpenVINO -----------------------------------------------------------------------------
 
-# f32 execution: OpenVINO's CPU plugin otherwise runs in bf16 on hosts that support it,
-# which would make accuracy depend on the host rather than on the converted model.
-OPENVINO_EXECUTION_PRECISION = "f32"
+OPENVINO_INFERENCE_PRECISIONS = RUNTIME_INFERENCE_PRECISIONS["openvino"]
+
+
+def openvino_inference_precision(compiled: object) -> str:
+    """The precision a compiled OpenVINO model runs at: f32 / bf16 / f16 (read back, not assumed)."""
+    value = compiled.get_property("INFERENCE_PRECISION_HINT")  # type: ignore[attr-defined]
+    name = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+    return _OPENVINO_TYPES.get(str(name).lower(), str(name).lower())
 
 
 def _openvino_precision(model) -> str:
@@ -322,8 +399,8 @@ def _openvino_precision(model) -> str:
 class OpenVINOPredictor:
     """An OpenVINO model compiled once per static batch size (cached), one infer request each."""
 
-    core: object
-    model: object
+    core: Any  # openvino.Core
+    model: Any  # openvino.Model
     path: Path
     config: dict
     info: dict = field(default_factory=dict)
@@ -338,6 +415,11 @@ class OpenVINOPredictor:
             except RuntimeError as exc:
                 first_line = (str(exc).strip().splitlines() or ["?"])[0][:200]
                 raise EdgepruneError(f"{self.path.name}: OpenVINO cannot compile batch {batch} ({first_line})") from None
+            ran = openvino_inference_precision(compiled)
+            if self.info.get("inference_precision") not in (None, ran):  # never silently mixed
+                raise EdgepruneError(f"{self.path.name}: OpenVINO compiled batch {batch} at {ran}, "
+                                     f"batch {next(iter(self._compiled), '?')} at {self.info['inference_precision']}")
+            self.info["inference_precision"] = ran
             if len(self._compiled) >= 4:  # keep memory bounded when callers vary the batch
                 self._compiled.pop(next(iter(self._compiled)))
             self._compiled[batch] = compiled.create_infer_request()
@@ -358,8 +440,10 @@ class OpenVINOPredictor:
         return np.concatenate(outputs)
 
 
-def _load_openvino(path: Path, *, allow_unsafe: bool = False, threads: int | None = None) -> Predictor:
+def _load_openvino(path: Path, *, allow_unsafe: bool = False, threads: int | None = None,
+                   inference_precision: str = "default") -> Predictor:
     threads = _check_threads(threads)
+    _refuse_inference_precision(path, "OpenVINO", inference_precision, OPENVINO_INFERENCE_PRECISIONS)
     if not path.with_suffix(".bin").exists():
         raise EdgepruneError(f"{path}: its weights file {path.with_suffix('.bin').name} is missing")
     try:
@@ -378,7 +462,11 @@ def _load_openvino(path: Path, *, allow_unsafe: bool = False, threads: int | Non
     in_shape = model.input(0).get_partial_shape()
     if in_shape.rank.is_dynamic or any(d.is_dynamic for d in list(in_shape)[1:]):
         raise EdgepruneError(f"{path}: input shape {in_shape} must be static except the batch dimension")
-    config = {"INFERENCE_PRECISION_HINT": OPENVINO_EXECUTION_PRECISION, "PERFORMANCE_HINT": "LATENCY"}
+    # default: no precision hint, what the CPU plugin picks on this host (bf16 where the CPU
+    # has AVX512_BF16 or AMX), as a deployment with OpenVINO's defaults runs it.
+    config: dict = {"PERFORMANCE_HINT": "LATENCY"}
+    if inference_precision != "default":
+        config["INFERENCE_PRECISION_HINT"] = inference_precision
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = threads
     record = _conversion_record(path)
@@ -391,9 +479,13 @@ def _load_openvino(path: Path, *, allow_unsafe: bool = False, threads: int | Non
         "input_quantization": None,
         "runtime": {"name": "openvino", "version": ov.get_version().split("-")[0]},
         "threads": threads,
-        "execution_precision": OPENVINO_EXECUTION_PRECISION,
+        "inference_precision": None, "inference_precision_requested": inference_precision,
     }
-    return OpenVINOPredictor(core=core, model=model, path=path, config=config, info=info)
+    predictor = OpenVINOPredictor(core=core, model=model, path=path, config=config, info=info)
+    # Compile once now (at batch 1, kept for reuse) so the precision that runs is read back
+    # from a compiled model before anyone records the info.
+    predictor._request(1)
+    return predictor
 
 
 LOADERS: dict[str, Callable[..., Predictor]] = {
@@ -404,8 +496,14 @@ LOADERS: dict[str, Callable[..., Predictor]] = {
 }
 
 
-def load(path: str | os.PathLike, *, allow_unsafe: bool = False, threads: int | None = None) -> Predictor:
-    """Load any supported model file behind the common `Predictor` interface."""
+def load(path: str | os.PathLike, *, allow_unsafe: bool = False, threads: int | None = None,
+         inference_precision: str | None = None) -> Predictor:
+    """Load any supported model file behind the common `Predictor` interface.
+
+    `inference_precision` (INFERENCE_PRECISIONS; None = "default") is how the runtime computes;
+    what actually ran is read back into `info["inference_precision"]`.
+    """
+    inference_precision = check_inference_precision(inference_precision)
     path = Path(path)
     if not path.exists():
         raise EdgepruneError(f"{path}: no such model file")
@@ -414,4 +512,4 @@ def load(path: str | os.PathLike, *, allow_unsafe: bool = False, threads: int | 
         raise EdgepruneError(
             f"{path}: unsupported model format {path.suffix!r}; expected one of {', '.join(sorted(LOADERS))}"
         )
-    return loader(path, allow_unsafe=allow_unsafe, threads=threads)
+    return loader(path, allow_unsafe=allow_unsafe, threads=threads, inference_precision=inference_precision)

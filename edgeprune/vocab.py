@@ -37,6 +37,14 @@ SWITCHES = ("auto", "on", "off")
 # Runtimes a model file runs on, and the file suffix that says which.
 RUNTIME_FORMATS = ("keras", "tflite", "openvino")
 RUNTIME_BY_SUFFIX = {".h5": "keras", ".hdf5": "keras", ".tflite": "tflite", ".xml": "openvino"}
+# How a runtime computes (not the file's conversion precision): `--inference-precision` of
+# profile, evaluate and convert verification; what each runtime accepts (edgeprune.runtime).
+INFERENCE_PRECISIONS = ("default", "f32", "bf16", "f16", "none")
+RUNTIME_INFERENCE_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "keras": ("default", "f32"),
+    "tflite": ("default", "f32", "none"),  # the Interpreter API has no XNNPACK fp16 switch
+    "openvino": ("default", "f32", "bf16", "f16"),
+}
 
 NORMS = ("linf", "l2")
 ATTACK_PRESETS = ("vora2023",)

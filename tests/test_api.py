@@ -124,6 +124,42 @@ def test_from_args_reads_flag_spelled_values():
         from_args(api.TrainOptions, {"batch-size": "many"}, arch="smallcnn")
 
 
+def test_inference_precision_is_an_option_of_profile_evaluate_and_convert():
+    """One vocabulary (vocab.INFERENCE_PRECISIONS) for the CLI, the options and a suite's args."""
+    from edgeprune import api
+    from edgeprune.options import from_args
+    from edgeprune.vocab import INFERENCE_PRECISIONS
+
+    for stage in ("profile", "evaluate", "convert"):
+        assert "inference-precision" in api.stage_option_names(stage)
+    profile = from_args(api.ProfileOptions, {"inference-precision": "f32"})
+    assert profile.config().inference_precision == "f32"
+    assert from_args(api.EvaluateOptions, {"inference-precision": "bf16"}, dataset="digits").inference_precision == "bf16"
+    convert = from_args(api.ConvertOptions, {"inference-precision": "none"}, target="tflite")
+    assert convert.config().inference_precision == "none"
+    assert api.ProfileOptions().inference_precision == api.EvaluateOptions(dataset="digits").inference_precision \
+        == api.ConvertOptions(target="tflite").inference_precision == "default" == INFERENCE_PRECISIONS[0]
+    with pytest.raises(EdgepruneError, match="--inference-precision must be one of default, f32, bf16, f16, none"):
+        from_args(api.ProfileOptions, {"inference-precision": "fp16"})
+    with pytest.raises(EdgepruneError, match="--inference-precision must be one of"):
+        api.EvaluateOptions(dataset="digits", inference_precision="int8")
+    with pytest.raises(EdgepruneError, match="inference precision must be one of"):
+        api.ConvertOptions(target="openvino", inference_precision="fp32")
+
+
+def test_evaluate_refuses_an_inference_precision_it_would_not_apply(tmp_path):
+    from click.testing import CliRunner
+
+    from edgeprune.cli import cli
+
+    model = tmp_path / "m.h5"
+    model.write_bytes(b"")
+    result = CliRunner().invoke(cli, ["evaluate", str(model), "--curve", "-d", "digits",
+                                       "--inference-precision", "f32"])
+    assert result.exit_code == 2
+    assert "--inference-precision does not combine with --curve/--autoattack" in result.output
+
+
 def test_results_write_and_read_back(tmp_path, digits_model):
     from edgeprune import api
     from edgeprune.results import EvaluateResult
@@ -137,6 +173,7 @@ def test_results_write_and_read_back(tmp_path, digits_model):
     assert row.set == "clean" and row.samples == 60 and 0.8 < row.accuracy <= 1.0
     assert result.to_csv() == (tmp_path / "ev.csv").read_bytes().decode()
     assert "## Accuracy matrix" in result.to_markdown()
+    assert list(again.runs_at().values()) == ["f32"]  # Keras computes in f32, read back into the record
     with pytest.raises(EdgepruneError, match="is not a edgeprune.train/1 report"):
         api.TrainResult.load(tmp_path / "ev.json")
 

@@ -68,6 +68,19 @@ def test_schema_errors_name_the_key_and_the_allowed_values(tmp_path, patch, mess
     assert str(path) in str(info.value)
 
 
+def test_suite_args_take_the_inference_precision_of_convert_evaluate_and_profile(tmp_path):
+    from edgeprune import api
+    from edgeprune.options import from_args
+
+    suite = load_suite(write_suite(tmp_path, {
+        **MICRO, "conversions": [{"format": "openvino", "args": {"inference-precision": "f32"}}],
+        "evaluate": {"limit": 100, "args": {"inference-precision": "f32"}},
+        "profile": {"batch": [1], "args": {"inference_precision": "bf16"}}}))
+    assert from_args(api.ConvertOptions, suite.conversions[0].args, target="openvino").inference_precision == "f32"
+    assert from_args(api.EvaluateOptions, suite.evaluate.args, dataset="digits").inference_precision == "f32"
+    assert from_args(api.ProfileOptions, suite.profile.args).config().inference_precision == "bf16"
+
+
 def test_bad_suite_is_one_line_exit_2_from_the_cli(tmp_path):
     from edgeprune.cli import cli
 

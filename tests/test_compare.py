@@ -24,17 +24,21 @@ GATE = ProfileConfig(batches=(1,), threads=(1,), runs=20, min_time_s=0.2, warmup
 
 @pytest.fixture(scope="module")
 def nets(tmp_path_factory):
-    """'net' and a 2x-slower 'net' (four convs instead of two) under the same name."""
+    """'net' and a much slower 'net' (six convs instead of two: ~4x the MACs) under the same name.
+
+    Several times slower, so that even on this shared host, where other jobs can hold most of
+    the CPUs and the gate widens its threshold by up to 60%, the verdict is certain."""
     folder = tmp_path_factory.mktemp("compare")
     (folder / "slow").mkdir()
     base = ov_convnet(folder / "net.xml", size=32, channels=24, depth=2)
-    slow = ov_convnet(folder / "slow" / "net.xml", size=32, channels=24, depth=4)
+    slow = ov_convnet(folder / "slow" / "net.xml", size=32, channels=24, depth=6)
     return base, slow
 
 
 def _cell(samples, **extra) -> dict:
     return {"model": "m", "format": "openvino", "runtime": "openvino", "runtime_version": "1",
-            "batch": 1, "threads": 1, "runs": len(samples), **summarize_latency(samples, 1), **extra}
+            "runs_at": "f32", "batch": 1, "threads": 1, "runs": len(samples),
+            **summarize_latency(samples, 1), "samples_ms": [float(v) for v in samples], **extra}
 
 
 def _profile(cells: list[dict], file_bytes: int = 1000) -> dict:
@@ -48,37 +52,75 @@ def _profile(cells: list[dict], file_bytes: int = 1000) -> dict:
 
 # ------------------------------------------------------------------------------ the rule
 
-def test_rule_needs_the_floor_to_move_beyond_its_spread():
+def _runs(rng, n: int, scale: float = 1.0, interrupted: float = 0.1) -> np.ndarray:
+    """Per-run latencies like a shared host's: a tight body, a share of runs hit by other processes."""
+    runs = scale * rng.lognormal(0.0, 0.03, n)
+    hit = rng.random(n) < interrupted
+    runs[hit] *= rng.uniform(1.2, 3.0, hit.sum())
+    return runs
+
+
+def test_stated_false_alarm_rate_holds_and_a_quarter_slower_model_is_caught():
+    """The rule on synthetic per-run times: 400 self-compares, 400 compares against 1.25x."""
     rng = np.random.default_rng(0)
-    base = _cell(1.0 + rng.exponential(0.05, 200))
-    # A busy host: the same model's median doubles, its fastest runs do not move.
-    busy = _cell(np.concatenate([1.0 + rng.exponential(0.05, 60), 2.0 + rng.exponential(1.0, 140)]))
-    assert latency_verdict(base, busy, 0.10)["verdict"] == "slower (within noise)"
-    # A model that does twice the work: everything moves.
-    slower = _cell(2.0 + rng.exponential(0.1, 200))
+    alarms = sum(latency_verdict(_cell(_runs(rng, 50)), _cell(_runs(rng, 50)), 0.10, alpha=0.01)["verdict"]
+                 == "regression" for _ in range(400))
+    caught = sum(latency_verdict(_cell(_runs(rng, 50)), _cell(_runs(rng, 50, 1.25)), 0.10, alpha=0.01)["verdict"]
+                 == "regression" for _ in range(400))
+    assert alarms == 0 and caught >= 0.95 * 400, (alarms, caught)
+    # A candidate exactly at the threshold (1.10x): alarms at most at the stated rate alpha
+    # (binomial: <= 10 of 400 at alpha 1% is well inside 3 sigma).
+    edge = sum(latency_verdict(_cell(_runs(rng, 50)), _cell(_runs(rng, 50, 1.10)), 0.10, alpha=0.01)["verdict"]
+               == "regression" for _ in range(400))
+    assert edge <= 10, edge
+
+
+def test_rule_uses_every_run_not_the_fastest():
+    rng = np.random.default_rng(3)
+    base = _cell(_runs(rng, 100))
+    # The issue's case: the fastest run 12% slower, the body of the runs faster. Not a regression.
+    lucky = _cell(np.concatenate([[0.78], _runs(rng, 99)]))
+    unlucky = _cell(0.97 * _runs(rng, 100))
+    row = latency_verdict(lucky, unlucky, 0.10)
+    assert row["min_ratio"] > 1.1 and row["verdict"] == "ok", row
+    # A busy moment: the candidate's median doubles for a third of its runs, not all of them.
+    busy = _cell(np.concatenate([_runs(rng, 66), 2.0 * _runs(rng, 34)]))
+    assert latency_verdict(base, busy, 0.10)["verdict"] in ("ok", "slower (within noise)")
+    slower = _cell(2.0 * _runs(rng, 100))
     row = latency_verdict(base, slower, 0.10)
-    assert row["verdict"] == "regression" and row["p50_ratio"] > 1.9 and row["min_ratio"] > 1.9
-    # ... even when the baseline's median was inflated by a starved moment.
-    starved = _cell(np.concatenate([1.0 + rng.exponential(0.05, 40), 2.5 + rng.exponential(1.0, 160)]))
-    assert latency_verdict(starved, slower, 0.10)["verdict"] == "regression"
-    # Slower floor, but three noisy runs each: the fastest twentieth is too wide to tell.
-    few_base, few_slow = _cell([1.0, 3.0, 5.0]), _cell([1.2, 3.6, 6.0])
-    assert latency_verdict(few_base, few_slow, 0.10)["verdict"] == "slower (within noise)"
+    assert row["verdict"] == "regression" and 1.8 < row["ratio_lower"] <= row["ratio"] < 2.2, row
     assert latency_verdict(slower, base, 0.10)["verdict"] == "faster"
-    assert latency_verdict(base, _cell(1.05 + rng.exponential(0.05, 200)), 0.10)["verdict"] == "ok"
+    # Three runs a side: too few for a bound; reported, never failed.
+    few = latency_verdict(_cell([1.0, 1.1, 1.2]), _cell([2.0, 2.1, 2.2]), 0.10)
+    assert few["verdict"] == "slower (within noise)" and few["ratio_lower"] == 0
 
 
-def test_a_saturated_host_widens_the_floor_threshold_up_to_60_percent():
+def test_a_saturated_host_widens_the_threshold_up_to_60_percent():
     rng = np.random.default_rng(2)
-    quiet = _cell(1.0 + rng.exponential(0.05, 200), cpus=[0, 1], other_load_cores=0.1)
-    busy_same = _cell(1.35 + rng.exponential(0.05, 200), cpus=[0, 1], other_load_cores=1.8)
+    quiet = _cell(_runs(rng, 200), cpus=[0, 1], other_load_cores=0.1)
+    busy_same = _cell(_runs(rng, 200, 1.35), cpus=[0, 1], other_load_cores=1.7)
     row = latency_verdict(quiet, busy_same, 0.10)
-    assert row["busy"] == pytest.approx(0.9) and row["floor_limit"] == pytest.approx(1.6)
+    assert row["busy"] == pytest.approx(0.85) and row["limit"] == pytest.approx(1.6)
     assert row["verdict"] == "slower (host busy)"
-    busy_double = _cell(2.0 + rng.exponential(0.1, 200), cpus=[0, 1], other_load_cores=1.9)
+    busy_double = _cell(_runs(rng, 200, 2.0), cpus=[0, 1], other_load_cores=1.7)
     assert latency_verdict(quiet, busy_double, 0.10)["verdict"] == "regression"
-    quiet_slower = _cell(1.35 + rng.exponential(0.05, 200), cpus=[0, 1], other_load_cores=0.1)
+    # 90% or more of the CPUs held by others: not judged, however slow (the same model ran 3-7x
+    # slower in such moments here).
+    saturated = _cell(_runs(rng, 200, 3.0), cpus=[0, 1], other_load_cores=1.9)
+    assert latency_verdict(quiet, saturated, 0.10)["verdict"] == "slower (host saturated)"
+    quiet_slower = _cell(_runs(rng, 200, 1.35), cpus=[0, 1], other_load_cores=0.1)
     assert latency_verdict(quiet, quiet_slower, 0.10)["verdict"] == "regression"
+
+
+def test_different_inference_precisions_are_not_paired(tmp_path):
+    rng = np.random.default_rng(4)
+    write_json(tmp_path / "f32.json", _profile([_cell(_runs(rng, 20))]))
+    write_json(tmp_path / "bf16.json", _profile([_cell(_runs(rng, 20), runs_at="bf16")]))
+    result = CliRunner().invoke(cli, ["compare", str(tmp_path / "f32.json"), str(tmp_path / "bf16.json")])
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert len(line.splitlines()) == 1 and "different inference precisions" in line
+    assert "m/openvino/1/1: f32 vs bf16" in line and "--inference-precision" in line
 
 
 def test_fractions_and_thresholds():
@@ -89,6 +131,8 @@ def test_fractions_and_thresholds():
             parse_fraction(bad, "--max-slowdown")
     with pytest.raises(EdgepruneError, match="max_slowdown"):
         CompareConfig(max_slowdown=-0.1)
+    with pytest.raises(EdgepruneError, match="alpha"):
+        CompareConfig(alpha=0.0)
 
 
 def test_size_growth_is_exact():
@@ -113,12 +157,12 @@ def test_same_model_never_regresses_in_10_of_10_repeats(nets, tmp_path):
         report = compare_profiles(baseline, candidate, CompareConfig(max_slowdown=0.10))
         verdicts.append(report["latency"][0])
     assert all(row["verdict"] in ("ok", "faster") or row["verdict"].startswith("slower") for row in verdicts)
-    failed = [{k: row[k] for k in ("p50_ratio", "min_ratio", "floor_gap_ms", "floor_noise_ms", "busy")}
+    failed = [{k: row[k] for k in ("ratio", "ratio_lower", "p50_ratio", "min_ratio", "busy")}
               for row in verdicts if row["verdict"] == "regression"]
     assert not failed, failed
 
 
-def test_twice_slower_model_is_flagged_and_cli_exits_1(nets, tmp_path):
+def test_much_slower_model_is_flagged_and_cli_exits_1(nets, tmp_path):
     base, slow = nets
     # As in CI, baseline and candidate are measured alike, a little longer than the repeats above.
     careful = ProfileConfig(**{**GATE.__dict__, "min_time_s": 1.0})
@@ -130,9 +174,9 @@ def test_twice_slower_model_is_flagged_and_cli_exits_1(nets, tmp_path):
     report = json.loads((tmp_path / "cmp.json").read_text())
     assert report["schema"] == "edgeprune.compare/1" and report["verdict"] == "regression"
     row = report["latency"][0]
-    assert row["verdict"] == "regression" and row["min_ratio"] > 1.5, row
+    assert row["verdict"] == "regression" and row["ratio_lower"] > 1.5, row
     assert report["size"][0]["verdict"] == "regression"  # four convs also weigh more
-    assert result.output.startswith("## edgeprune compare: ❌") and "| net | openvino | 1 | 1 |" in result.output
+    assert result.output.startswith("## edgeprune compare: ❌") and "| net | openvino | f32 | 1 | 1 |" in result.output
     # The other way round is an improvement, and the gate passes.
     reverse = CliRunner().invoke(cli, ["compare", str(tmp_path / "slow.json"), str(tmp_path / "base.json"),
                                        "--format", "json"])
@@ -176,8 +220,13 @@ def test_corrupt_or_foreign_json_exits_2_with_one_line(tmp_path):
     profile = _profile([_cell([1.0])])
     del profile["results"][0]["latency_ms"]["p5"]
     write_json(gutted, profile)
+    no_runs = tmp_path / "no_runs.json"
+    profile = _profile([_cell([1.0])])
+    del profile["results"][0]["samples_ms"]
+    write_json(no_runs, profile)
     for bad, message in ((truncated, "not valid JSON"), (foreign, "not an edgeprune profile"),
-                         (gutted, "results[0]"), (tmp_path / "absent.json", "no such file")):
+                         (gutted, "results[0]"), (no_runs, "per-run times"),
+                         (tmp_path / "absent.json", "no such file")):
         for args in ([str(good), str(bad)], [str(bad), str(good)]):
             result = CliRunner().invoke(cli, ["compare", *args])
             assert result.exit_code == 2, result.output
@@ -195,7 +244,7 @@ def test_markdown_fits_a_job_summary():
     cand = _profile([_cell(1.0 + rng.exponential(0.05, 100)), extra])
     text = markdown_report(compare_profiles(base, cand, CompareConfig()))
     assert text.startswith("## edgeprune compare: ✅ **No regression**")
-    assert "| m | openvino | 1 | 1 |" in text and "only in candidate" in text and "m/openvino/8/1" in text
+    assert "| m | openvino | f32 | 1 | 1 |" in text and "only in candidate" in text and "m/openvino/8/1" in text
 
 
 def test_ci_workflow_uses_real_options():

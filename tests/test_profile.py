@@ -20,6 +20,7 @@ from edgeprune.cli import cli
 from edgeprune.errors import EdgepruneError
 from edgeprune.profile import (SCHEMA, ProfileConfig, markdown_report, model_size, parse_int_list,
                                profile_models, summarize_latency, time_calls)
+from edgeprune.results import ProfileResult
 
 QUICK = dict(runs=5, min_time_s=0.05, warmup=1, warmup_time_s=0.0)
 
@@ -249,3 +250,16 @@ def test_keras_thread_setting_applies_in_fresh_process(tiny):
     cell = report["results"][0]
     assert cell["threads_applied"] is True and cell["runtime"] == "tensorflow"
     assert report["models"][0]["params"] > 0
+
+
+def test_cells_say_which_precision_ran_and_tables_show_it(tiny):
+    config = ProfileConfig(batches=(2,), threads=(1,), isolation="none", inference_precision="f32", **QUICK)
+    report = profile_models([tiny / "tiny.xml", tiny / "tiny.tflite"], config, progress=False)
+    by_format = {cell["format"]: cell for cell in report["results"]}
+    assert by_format["openvino"]["inference_precision"] == "f32" and by_format["openvino"]["runs_at"] == "f32"
+    assert by_format["tflite"]["runs_at"] == "f32 xnnpack"
+    assert all(cell["inference_precision_requested"] == "f32" for cell in report["results"])
+    assert "| runs at |" in markdown_report(report) and "| f32 xnnpack |" in markdown_report(report)
+    assert sorted(cell.runs_at for cell in ProfileResult(record=report).latency()) == ["f32", "f32 xnnpack"]
+    with pytest.raises(EdgepruneError, match="inference precision must be one of"):
+        ProfileConfig(inference_precision="fp16")

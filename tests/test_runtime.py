@@ -141,3 +141,74 @@ def test_tflite_and_openvino_load_without_tensorflow(tmp_path, digits, digits_co
         expected = load(path).predict(x, 16)
         assert np.allclose(np.asarray(result[path]["logits"]), expected, atol=1e-5)
     assert result[paths[0]]["runtime"]["name"] in ("ai-edge-litert", "tflite-runtime")
+
+
+# ------------------------------------------------------------ runtime inference precision
+
+def test_openvino_records_the_precision_its_compiled_model_runs_at(tmp_path):
+    import openvino as ov
+    from test_profile import ov_convnet  # the TensorFlow-free IR builder (tests/ is on sys.path)
+
+    path = ov_convnet(tmp_path / "net.xml")
+    x = np.random.default_rng(0).random((4, 16, 16, 3), dtype=np.float32)
+    host_default = str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")).lower()
+    default = load(path)
+    assert default.info["inference_precision_requested"] == "default"
+    # default sets no hint: whatever the plugin picks on this host, read back (bf16 on AVX512_BF16/AMX)
+    assert default.info["inference_precision"] in ("f32", "bf16", "f16")
+    assert default.info["inference_precision"][1:] in host_default.replace("float", "").replace("bfloat", "")
+    f32 = load(path, inference_precision="f32")
+    assert f32.info["inference_precision"] == "f32" and f32.info["inference_precision_requested"] == "f32"
+    assert np.allclose(default.predict(x, 2), f32.predict(x, 4), atol=0.05)
+    # bf16 where the CPU cannot: OpenVINO runs f32 and the record says so (never the request).
+    bf16 = load(path, inference_precision="bf16")
+    assert bf16.info["inference_precision"] in ("bf16", "f32")
+    with pytest.raises(EdgepruneError, match="OpenVINO cannot run at inference precision 'none'"):
+        load(path, inference_precision="none")
+
+
+def test_tflite_with_and_without_xnnpack_and_refused_precisions(digits_converted, digits):
+    from edgeprune.runtime import inference_label
+
+    path, _ = digits_converted("tflite", "fp32")
+    x, _ = digits.split("test")
+    delegated = load(path)
+    plain = load(path, inference_precision="none")
+    assert delegated.info["delegate"] == "xnnpack" and plain.info["delegate"] == "none"
+    assert delegated.info["inference_precision"] == plain.info["inference_precision"] == "f32"
+    assert inference_label(delegated.info) == "f32 xnnpack" and inference_label(plain.info) == "f32 no-xnnpack"
+    assert np.abs(delegated.predict(x[:64]) - plain.predict(x[:64])).max() < 1e-4
+    for refused in ("bf16", "f16"):
+        with pytest.raises(EdgepruneError, match=f"TFLite cannot run at inference precision '{refused}'"):
+            load(path, inference_precision=refused)
+    with pytest.raises(EdgepruneError, match="inference precision must be one of default, f32, bf16, f16, none"):
+        load(path, inference_precision="int8")
+
+
+def test_cli_choices_are_the_runtime_vocabulary():
+    from edgeprune.cli.convert import command as convert_command
+    from edgeprune.cli.evaluate import command as evaluate_command
+    from edgeprune.cli.profile import command as profile_command
+    from edgeprune.runtime import INFERENCE_PRECISIONS
+
+    for command in (profile_command, evaluate_command, convert_command):
+        option = next(p for p in command.params if p.name == "inference_precision")
+        assert tuple(option.type.choices) == INFERENCE_PRECISIONS and option.default == "default"
+
+
+def test_convert_verification_and_evaluate_record_what_ran(digits_converted):
+    from edgeprune.evaluate import evaluate, to_csv, to_markdown
+    from edgeprune.results import ConvertResult
+
+    xml, report = digits_converted("openvino", "fp32")
+    check = report["verification"]
+    assert check["inference_precision_requested"] == "default"
+    assert check["inference_precision"] == load(xml).info["inference_precision"]  # this host's pick
+    assert ConvertResult(record=report).verified_at == check["inference_precision"]
+    tflite, _ = digits_converted("tflite", "fp32")
+    result = evaluate([tflite, xml], [], dataset_spec="digits", limit=50, inference_precision="f32")
+    ran = {m["format"]: m for m in result["models"]}
+    assert ran["openvino"]["inference_precision"] == "f32" and ran["openvino"]["runs_at"] == "f32"
+    assert ran["tflite"]["runs_at"] == "f32 xnnpack"
+    assert all(m["inference_precision_requested"] == "f32" for m in result["models"])
+    assert "| runs at |" in to_markdown(result) and ",f32 xnnpack," in to_csv(result)

@@ -33,7 +33,7 @@ ROBUST_COLUMNS = ("id", "dataset", "model", "prune", "level", "runtime", "robust
                   "clean_accuracy", "robust_accuracy", "samples", "median_norm")
 LATENCY_COLUMNS = ("id", "dataset", "model", "prune", "level", "runtime", "batch", "threads",
                    "latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p90",
-                   "throughput_ips")
+                   "throughput_ips", "runs_at")
 TAXONOMY_COLUMNS = ("method", "pipeline", "iteration", "structure", "scope", "criterion")
 
 
@@ -130,7 +130,8 @@ def collect(grid: Grid, outcomes: dict, cache: Cache) -> dict:
                 latency.append({"id": node.id, **_label_fields(node.labels), "batch": cell.batch,
                                 "threads": cell.threads, "latency_ms_mean": cell.mean,
                                 "latency_ms_std": cell.std, "latency_ms_p50": cell.p50,
-                                "latency_ms_p90": cell.p90, "throughput_ips": cell.throughput_ips})
+                                "latency_ms_p90": cell.p90, "throughput_ips": cell.throughput_ips,
+                                "runs_at": cell.runs_at})
             size = asdict(next(iter(profile.sizes()), ModelFacts()))
             for key in ("params", "params_nonzero", "macs", "gzip_bytes", "file_bytes"):
                 if row.get(key) is None and size.get(key) is not None:
@@ -353,7 +354,9 @@ def latency_tables(data: dict) -> list[str]:
                          *[_latency(cells.get(bt)) for bt in batches],
                          *[_fmt(cells.get(bt, {}).get("latency_ms_p50"), "ms") for bt in batches],
                          *[_fmt(cells.get(bt, {}).get("throughput_ips"), "int") for bt in batches]])
-        out.append(f"#### Latency and size — {runtime} ({dataset})\n\n" + markdown_table(header, body))
+        ran = sorted({str(r["runs_at"]) for r in group if r.get("runs_at")})
+        at = f", runs at {' / '.join(ran)}" if ran else ""
+        out.append(f"#### Latency and size — {runtime} ({dataset}{at})\n\n" + markdown_table(header, body))
     return out
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 from edgeprune.io import check_output, sidecar
+from edgeprune.vocab import INFERENCE_PRECISIONS
 
-__all__ = ["allow_unsafe_option", "check_output", "dataset_option", "force_option", "limit_options",
-           "quiet_option", "seed_option", "sidecar"]
+__all__ = ["allow_unsafe_option", "check_output", "dataset_option", "force_option", "inference_precision_option",
+           "limit_options", "quiet_option", "seed_option", "sidecar"]
 
 
 def dataset_option(default: str = "digits"):
@@ -38,3 +39,11 @@ allow_unsafe_option = click.option(
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 
 force_option = click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+
+# One option for profile, evaluate and convert (the `inference_precision` field of their options).
+inference_precision_option = click.option(
+    "--inference-precision", type=click.Choice(INFERENCE_PRECISIONS), default="default", show_default=True,
+    help="How the runtime computes. default: what it picks on this host, as deployed (OpenVINO: bf16 "
+         "on CPUs with AVX512_BF16/AMX, else f32; TFLite: the XNNPACK delegate; Keras: f32); f32 / bf16 / "
+         "f16: OpenVINO's inference precision hint (TFLite: f32 only); none: TFLite without XNNPACK. What "
+         "ran is read back and recorded.")

@@ -11,7 +11,10 @@ from edgeprune.vocab import COMPARE_OUTPUT_FORMATS
 @click.argument("baseline", type=click.Path(dir_okay=False))
 @click.argument("candidate", type=click.Path(dir_okay=False))
 @click.option("--max-slowdown", default="10%", show_default=True,
-              help="Largest tolerated latency growth (10% or 0.10), judged beyond the runs' noise.")
+              help="Largest tolerated latency growth (10% or 0.10); a regression must exceed it with confidence.")
+@click.option("--false-alarm-rate", default="1%", show_default=True,
+              help="Chance of flagging a candidate that is not slower than --max-slowdown (the test's "
+                   "level, split over the paired cells).")
 @click.option("--max-size-growth", default="0%", show_default=True,
               help="Largest tolerated file-size growth (compared exactly).")
 @click.option("--format", "output_format", type=click.Choice(COMPARE_OUTPUT_FORMATS), default="md",
@@ -20,16 +23,20 @@ from edgeprune.vocab import COMPARE_OUTPUT_FORMATS
               help="Also write the JSON report here.")
 @click.option("--allow-host-mismatch", is_flag=True,
               help="Compare profiles whose host fingerprints differ (the differences are listed).")
-def command(baseline, candidate, max_slowdown, max_size_growth, output_format, output, allow_host_mismatch):
+def command(baseline, candidate, max_slowdown, false_alarm_rate, max_size_growth, output_format, output,
+            allow_host_mismatch):
     """Compare CANDIDATE.json against BASELINE.json (both from `edgeprune profile`).
 
-    Entries pair by model name, format, batch and threads. A slowdown is a regression only
-    when the fastest run is slower than --max-slowdown AND the fastest runs differ by more
-    than their own spread (p5 - min of each run): interference from other processes
-    inflates the median, a slower model raises every run. When other processes used a share
-    of the measured CPUs during either run, the fastest run must also be slower by more than
-    that share (capped at 60%). Median ratios are reported beside the verdict. File size
-    growth beyond --max-size-growth is a regression.
+    Entries pair by model name, format, batch and threads, at the same runtime inference
+    precision (cells that ran at bf16 and f32 are not paired: exit 2). Per cell, from every
+    run of both profiles: the candidate/baseline latency ratio (Hodges-Lehmann: the median of
+    all pairwise ratios) and its one-sided Mann-Whitney lower confidence bound. A regression
+    is a lower bound above 1 + --max-slowdown, that is a candidate slower than the threshold
+    with confidence: one that is not is flagged with probability at most --false-alarm-rate
+    (for independent runs; split over the cells). When other processes used a share of the
+    measured CPUs during either profile, the threshold widens by that share (capped at 60%).
+    A slower estimate without confidence is reported, not failed. File size growth beyond
+    --max-size-growth is a regression.
 
     \b
     Exit status: 0 no regression, 1 regression, 2 unusable input (bad JSON, wrong schema,
@@ -42,6 +49,7 @@ def command(baseline, candidate, max_slowdown, max_size_growth, output_format, o
     from edgeprune.compare import CompareConfig, parse_fraction
 
     config = CompareConfig(max_slowdown=parse_fraction(max_slowdown, "--max-slowdown"),
+                           alpha=parse_fraction(false_alarm_rate, "--false-alarm-rate"),
                            max_size_growth=parse_fraction(max_size_growth, "--max-size-growth"),
                            allow_host_mismatch=allow_host_mismatch)
     result = compare(baseline, candidate, config, output)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgeprune.cli.common import allow_unsafe_option, quiet_option
+from edgeprune.cli.common import allow_unsafe_option, inference_precision_option, quiet_option
 from edgeprune.vocab import AUTOATTACK_VERSIONS, NORMS
 
 
@@ -38,10 +38,11 @@ from edgeprune.vocab import AUTOATTACK_VERSIONS, NORMS
 @click.option("--no-tune", is_flag=True,
               help="--curve: skip FMN's step-size/schedule search on a 32-image calibration subset.")
 @click.option("--seed", type=int, default=0, show_default=True, help="--autoattack: random seed (recorded).")
+@inference_precision_option
 @allow_unsafe_option
 @quiet_option
 def command(models, set_paths, dataset, limit, batch_size, output, curve, autoattack_version, eps_text, norm,
-            fmn_steps, no_tune, seed, allow_unsafe, quiet):
+            fmn_steps, no_tune, seed, inference_precision, allow_unsafe, quiet):
     """Accuracy of MODELS (.h5, .tflite, .xml, any mix) on the clean test split and on transfer sets.
 
     Each set must fit each model (image shape, classes, dataset) or nothing runs. The report
@@ -64,11 +65,15 @@ def command(models, set_paths, dataset, limit, batch_size, output, curve, autoat
                                         batch_size=batch_size, seed=seed)
         if sets:
             raise EdgepruneError("--sets does not combine with --curve/--autoattack (they attack each model)")
+        if inference_precision != "default":
+            raise EdgepruneError("--inference-precision does not combine with --curve/--autoattack "
+                                 "(they run each model at its runtime's default)")
         result = api.robustness(models, options, output, allow_unsafe=allow_unsafe, progress=not quiet)
         click.echo(result.to_markdown())
     else:
         result = api.evaluate(models, api.EvaluateOptions(sets=sets, dataset=dataset, limit=limit,
-                                                          batch_size=batch_size),
+                                                          batch_size=batch_size,
+                                                          inference_precision=inference_precision),
                               output, allow_unsafe=allow_unsafe, progress=not quiet)
         click.echo(result.to_markdown(), nl=False)
     if result.paths:
