@@ -49,7 +49,7 @@ def model_lineage(path: Path) -> tuple[str | None, str | None, str | None]:
     """(parent sha256, dataset name, sparsity label) from a model's metadata or conversion record."""
     from edgeprune.runtime import _conversion_record
 
-    if path.suffix.lower() in (".h5", ".hdf5"):
+    if path.suffix.lower() in (".h5", ".hdf5", ".keras"):
         from edgeprune.modelio import read_metadata
 
         meta = read_metadata(path)

@@ -38,7 +38,7 @@ def keras_model_info(path: str | Path, *, allow_unsafe: bool = False) -> dict:
 
 def model_info(path: str | Path, *, allow_unsafe: bool = False) -> dict:
     path = Path(path)
-    if path.suffix.lower() in (".h5", ".hdf5"):
+    if path.suffix.lower() in (".h5", ".hdf5", ".keras"):
         return keras_model_info(path, allow_unsafe=allow_unsafe)
     from edgeprune.runtime import load
 

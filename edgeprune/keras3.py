@@ -440,9 +440,12 @@ class _Translator:
             inner = function.get("config", {})
             config["function"] = [inner.get("code"), inner.get("defaults"), inner.get("closure")]
             config["function_type"] = "lambda"
+        config.setdefault("output_shape", None)
+        config.setdefault("output_shape_type", "raw")
+        config.setdefault("module", None)
         self.uses_lambda = True
         self.note("Lambda bytecode -> Keras 2 Lambda format (--allow-unsafe)")
-        return self.accepted(self.layer_class("Lambda"), config, f"layer {config['name']}")
+        return config  # Lambda.from_config reads the function_* / output_shape_* keys itself
 
     def activation_layer(self, name: str, config: dict, nodes: list[list]) -> None:
         activation = config.get("activation")
@@ -640,10 +643,18 @@ def load_keras3_model(path: str | Path, *, allow_unsafe: bool = False) -> tuple[
     source = read_keras3(path)
     check_keras3_config(source.config, source.path, allow_unsafe=allow_unsafe)
     translation = translate_config(source.config, source.path)
+    import contextlib
+
     import tensorflow as tf
 
+    scope: Any = contextlib.nullcontext()
+    if translation.uses_lambda:  # reached only with allow_unsafe: the user trusts this file
+        from keras.src.saving.serialization_lib import SafeModeScope
+
+        scope = SafeModeScope(safe_mode=False)
     try:
-        model = tf.keras.Model.from_config(translation.config["config"])
+        with scope:
+            model = tf.keras.Model.from_config(translation.config["config"])
     except Exception as exc:  # Keras raises many types; the user needs one line
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise EdgepruneError(f"{source.path}: the translated Keras 2 model does not build ({first_line})") from None

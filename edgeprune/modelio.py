@@ -3,7 +3,9 @@
 A `.h5` from a user is untrusted: a `Lambda` layer stores Python bytecode that Keras runs
 while loading, and custom objects need user code. The model config is therefore read with
 h5py and checked *before* Keras sees the file; such models are refused unless the user opts
-in with `allow_unsafe=True` (`--allow-unsafe`). Writes are atomic, and carry a small JSON
+in with `allow_unsafe=True` (`--allow-unsafe`). Files written by Keras 3 (`.keras` archives and
+Keras-3 `.h5`) go through `edgeprune.keras3`: read with zipfile/h5py, translated to a Keras 2
+config and rebuilt from built-in classes, under the same refusals. Writes are atomic, and carry a small JSON
 record (`edgeprune` attribute) of where the model came from (dataset, classes, arch).
 """
 
@@ -26,6 +28,13 @@ METADATA_ATTR = "edgeprune"
 SAFE_CONTAINERS = {"Functional", "Sequential", "Model", "InputLayer", "TFOpLambda",
                    "SlicingOpLambda"}
 CODE_CARRYING = {"Lambda"}
+# Every suffix `load_keras_model` reads (.keras: a Keras 3 archive).
+KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
+
+
+def is_keras_file(path: str | os.PathLike) -> bool:
+    """A Keras model file edgeprune loads with TensorFlow (Keras 2 or Keras 3 `.h5`, `.keras`)."""
+    return Path(path).suffix.lower() in KERAS_SUFFIXES
 
 
 def _read_h5_config(path: Path) -> tuple[dict, dict]:
@@ -94,7 +103,9 @@ def check_model_config(config: dict, path: Path | str, *, allow_unsafe: bool) ->
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """The edgeprune record stored in a `.h5` (empty for models made elsewhere)."""
+    """The edgeprune record stored in a `.h5` (empty for models made elsewhere and `.keras`)."""
+    if Path(path).suffix.lower() == ".keras":
+        return {}
     return _read_h5_config(Path(path))[1]
 
 
@@ -103,8 +114,12 @@ def load_keras_model(path: str | os.PathLike, *, allow_unsafe: bool = False) -> 
     path = Path(path)
     if not path.is_file():
         raise EdgepruneError(f"{path}: no such model file")
-    if path.suffix.lower() not in (".h5", ".hdf5"):
-        raise EdgepruneError(f"{path}: expected a Keras .h5 model")
+    if not is_keras_file(path):
+        raise EdgepruneError(f"{path}: expected a Keras .h5 or .keras model")
+    if path.suffix.lower() == ".keras" or _is_keras3_h5(path):
+        from edgeprune.keras3 import load_keras3_model
+
+        return load_keras3_model(path, allow_unsafe=allow_unsafe)[0]
     config, _ = _read_h5_config(path)
     check_model_config(config, path, allow_unsafe=allow_unsafe)
     import tensorflow as tf
@@ -114,6 +129,13 @@ def load_keras_model(path: str | os.PathLike, *, allow_unsafe: bool = False) -> 
     except Exception as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise EdgepruneError(f"{path}: Keras could not load it ({first_line})") from None
+
+
+def _is_keras3_h5(path: Path) -> bool:
+    from edgeprune.keras3 import h5_keras_version, is_keras3_config
+
+    config, _ = _read_h5_config(path)  # also turns unreadable files into one-line errors
+    return is_keras3_config(config, h5_keras_version(path))
 
 
 def save_keras_model(model: "tf.keras.Model", path: str | os.PathLike,

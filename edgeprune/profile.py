@@ -32,7 +32,7 @@ import numpy as np
 from edgeprune.errors import EdgepruneError
 
 SCHEMA = "edgeprune.profile/1"
-FORMATS = {".h5": "keras", ".hdf5": "keras", ".tflite": "tflite", ".xml": "openvino"}
+FORMATS = {".h5": "keras", ".hdf5": "keras", ".keras": "keras", ".tflite": "tflite", ".xml": "openvino"}
 ISOLATIONS = ("process", "none")
 MAX_RUNS = 100_000  # a runaway guard: min-time on a sub-microsecond call would never end
 PERCENTILES = (5, 10, 25, 50, 75, 90, 99)
@@ -203,7 +203,7 @@ def _cpu_busy_jiffies(cpus: Sequence[int] | None) -> int | None:
 def model_format(path: str | os.PathLike) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
-        raise EdgepruneError(f"{path}: unsupported model format {suffix!r}; expected .h5, .tflite or .xml")
+        raise EdgepruneError(f"{path}: unsupported model format {suffix!r}; expected .h5, .keras, .tflite or .xml")
     return FORMATS[suffix]
 
 

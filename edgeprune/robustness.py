@@ -252,7 +252,7 @@ def _load_split(dataset_spec: str | None, model_paths: Sequence[Path], limit: in
     if dataset_spec is None:
         from edgeprune.modelio import read_metadata
 
-        names = {read_metadata(p).get("dataset") for p in model_paths if p.suffix.lower() in (".h5", ".hdf5")}
+        names = {read_metadata(p).get("dataset") for p in model_paths if p.suffix.lower() in (".h5", ".hdf5", ".keras")}
         names.discard(None)
         if len(names) != 1:
             raise EdgepruneError("give --dataset: the models' metadata does not name one dataset")
@@ -267,8 +267,8 @@ def _load_split(dataset_spec: str | None, model_paths: Sequence[Path], limit: in
 def _keras_only(path: Path, what: str, allow_unsafe: bool):
     from edgeprune.modelio import load_keras_model
 
-    if path.suffix.lower() not in (".h5", ".hdf5"):
-        raise EdgepruneError(f"{path}: {what} needs gradients, so a Keras .h5 model; "
+    if path.suffix.lower() not in (".h5", ".hdf5", ".keras"):
+        raise EdgepruneError(f"{path}: {what} needs gradients, so a Keras .h5 or .keras model; "
                              f"{path.suffix} models run the black-box Square stage (--autoattack)")
     return load_keras_model(path, allow_unsafe=allow_unsafe)
 
@@ -318,7 +318,7 @@ def evaluate_autoattack(model_paths: Sequence[str | os.PathLike], *, eps: float,
     rows = []
     for path in paths:
         started = time.perf_counter()
-        if path.suffix.lower() in (".h5", ".hdf5"):
+        if path.suffix.lower() in (".h5", ".hdf5", ".keras"):
             model_fn, _ = logits_function(_keras_only(path, "AutoAttack", allow_unsafe), probe=x)
             predict = numpy_predict(model_fn, batch_size)
         else:

@@ -399,6 +399,7 @@ def _load_openvino(path: Path, *, allow_unsafe: bool = False, threads: int | Non
 LOADERS: dict[str, Callable[..., Predictor]] = {
     ".h5": _load_keras,
     ".hdf5": _load_keras,
+    ".keras": _load_keras,
     ".tflite": _load_tflite,
     ".xml": _load_openvino,
 }
