@@ -667,3 +667,54 @@ def load_keras3_model(path: str | Path, *, allow_unsafe: bool = False) -> tuple[
         "weight_arrays": arrays,
     }
     return model, record
+
+
+# --- `edgeprune import` -------------------------------------------------------------------
+
+IMPORT_SCHEMA = "edgeprune.import/1"
+
+
+def import_model(source: str | Path, output: str | Path, *, input_range: str | None = None,
+                 allow_unsafe: bool = False, overwrite: bool = False) -> dict:
+    """Write `source` (a Keras 3 `.keras` / `.h5`, or a Keras 2 `.h5`) as a Keras 2 `.h5` with
+    its record inside and a sidecar `output.json`: source format, Keras version, what was
+    translated and the input range (declared, else detected, else [0, 1]). Returns the record."""
+    from edgeprune.inputrange import resolve_input_range
+    from edgeprune.io import sha256_file, versions, write_json
+    from edgeprune.modelio import is_keras3_file, load_keras_model, read_metadata, save_keras_model
+
+    source, output = Path(source), Path(output)
+    sidecar = output.with_suffix(".json")
+    if output.suffix.lower() not in (".h5", ".hdf5"):
+        raise EdgepruneError(f"{output}: the imported model is written as Keras 2 .h5; end it in .h5")
+    for target in (output, sidecar):
+        if target.exists() and not overwrite:
+            raise EdgepruneError(f"{target} exists; pass --force to overwrite")
+    if not source.is_file():
+        raise EdgepruneError(f"{source}: no such model file")
+    metadata = read_metadata(source)
+    if is_keras3_file(source):
+        model, translated = load_keras3_model(source, allow_unsafe=allow_unsafe)
+    else:
+        model = load_keras_model(source, allow_unsafe=allow_unsafe)
+        translated = {"source_format": "keras2-h5", "keras_version": h5_keras_version(source),
+                      "translated": [], "layers": {"keras2": len(model.layers)}}
+    resolved = resolve_input_range(input_range, metadata=metadata, model=model)
+    record = {
+        "schema": IMPORT_SCHEMA,
+        "source": str(source),
+        "source_sha256": sha256_file(source),
+        "output": str(output),
+        **translated,
+        "input_range": resolved.record(),
+        "input_shape": list(model.input_shape[1:]),
+        "num_classes": int(model.output_shape[-1]),
+        "versions": versions(),
+    }
+    meta = {**metadata, "imported": {k: record[k] for k in ("source", "source_sha256", "source_format",
+                                                           "keras_version", "translated")},
+            "input_range": resolved.input_range.as_dict()}
+    save_keras_model(model, output, metadata=meta)
+    record["output_sha256"] = sha256_file(output)
+    write_json(sidecar, record)
+    return record

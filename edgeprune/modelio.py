@@ -116,7 +116,7 @@ def load_keras_model(path: str | os.PathLike, *, allow_unsafe: bool = False) -> 
         raise EdgepruneError(f"{path}: no such model file")
     if not is_keras_file(path):
         raise EdgepruneError(f"{path}: expected a Keras .h5 or .keras model")
-    if path.suffix.lower() == ".keras" or _is_keras3_h5(path):
+    if is_keras3_file(path):
         from edgeprune.keras3 import load_keras3_model
 
         return load_keras3_model(path, allow_unsafe=allow_unsafe)[0]
@@ -131,9 +131,13 @@ def load_keras_model(path: str | os.PathLike, *, allow_unsafe: bool = False) -> 
         raise EdgepruneError(f"{path}: Keras could not load it ({first_line})") from None
 
 
-def _is_keras3_h5(path: Path) -> bool:
+def is_keras3_file(path: str | os.PathLike) -> bool:
+    """A `.keras` archive, or a `.h5` that Keras 3 wrote (read through `edgeprune.keras3`)."""
     from edgeprune.keras3 import h5_keras_version, is_keras3_config
 
+    path = Path(path)
+    if path.suffix.lower() == ".keras":
+        return True
     config, _ = _read_h5_config(path)  # also turns unreadable files into one-line errors
     return is_keras3_config(config, h5_keras_version(path))
 

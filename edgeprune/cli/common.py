@@ -52,3 +52,10 @@ def check_output(path: str | Path, *, force: bool, suffixes: tuple[str, ...] | N
 def sidecar(path: str | Path, suffix: str = ".json") -> Path:
     """The report written beside an artifact: model.h5 -> model.json."""
     return Path(path).with_suffix(suffix)
+
+
+input_range_option = click.option(
+    "--input-range", "input_range", type=click.Choice(["0,1", "0,255", "-1,1"]), default=None,
+    help="Pixel range the model takes (data and eps stay in [0, 1]; the model is fed "
+         "x*(hi-lo)+lo). Default: the model's record or sidecar, else detected from a leading "
+         "Rescaling (printed), else 0,1.")
