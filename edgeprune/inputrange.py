@@ -16,7 +16,9 @@ finally the default [0, 1].
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -175,3 +177,34 @@ class RangedPredictor:
         if name == "inner":
             raise AttributeError(name)
         return getattr(self.inner, name)
+
+
+def recorded_input_range(path: str | Path) -> dict | None:
+    """The range recorded for a model file: its edgeprune record (.h5) or convert report (.tflite/.xml)."""
+    path = Path(path)
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        from edgeprune.modelio import read_metadata
+
+        return read_metadata(path).get("input_range")
+    if path.suffix.lower() in (".tflite", ".xml"):
+        from edgeprune.runtime import _conversion_record
+
+        return _conversion_record(path).get("input_range")
+    return None
+
+
+def announce(resolved: ResolvedRange) -> None:
+    """Print a detected range as the assumption it is (stderr, one line)."""
+    if resolved.assumption:
+        print(f"note: {resolved.assumption}", file=sys.stderr)
+
+
+def apply_input_range(predictor: Any, path: str | Path, declared: str | InputRange | None = None) -> Any:
+    """`predictor` fed [0, 1] images: declared > recorded > detected (Keras, announced) > [0, 1]."""
+    recorded = None if declared is not None else recorded_input_range(path)
+    resolved = resolve_input_range(declared, metadata={"input_range": recorded},
+                                   model=getattr(predictor, "model", None))
+    announce(resolved)
+    wrapped = ranged_predictor(predictor, resolved.input_range)
+    wrapped.info["input_range"] = resolved.record()
+    return wrapped

@@ -78,6 +78,11 @@ class Keras3File:
     weights: dict[str, list[np.ndarray]]
     weight_names: dict[str, list[str]] = field(default_factory=dict)  # .h5 only
 
+    def weights_by_layer(self) -> dict[str, list[np.ndarray]]:
+        if self.source_format == "keras":
+            return _archive_weights_by_layer(self.config, dict(self.weights), self.path)
+        return self.weights
+
 
 @dataclass
 class Translation:
@@ -144,9 +149,9 @@ def _read_archive(path: Path) -> Keras3File:
                         by_path[key] = [np.asarray(values[str(i)]) for i in range(len(values))]
     except (OSError, KeyError) as exc:
         raise EdgepruneError(f"{path}: model.weights.h5 is not readable ({exc})") from None
-    weights = _archive_weights_by_layer(config, by_path, path)
+    # Keyed by archive path (layers/<snake_case class>[_k]) until `weights_by_layer` maps them.
     return Keras3File(path=path, source_format="keras", keras_version=metadata.get("keras_version"),
-                      config=config, weights=weights)
+                      config=config, weights=by_path)
 
 
 def _json_member(archive: zipfile.ZipFile, name: str, path: Path) -> Any:
@@ -609,7 +614,7 @@ def translate_config(config: dict, path: Path | str = "model") -> Translation:
 def set_weights(model: "tf.keras.Model", source: Keras3File) -> int:
     """Set every layer's weights from the file, checking count, shapes and (h5) names; returns
     the number of arrays set."""
-    remaining = dict(source.weights)
+    remaining = dict(source.weights_by_layer())
     count = 0
     for layer in model.layers:
         if not layer.weights:

@@ -58,18 +58,23 @@ def _read_h5_config(path: Path) -> tuple[dict, dict]:
     return config, meta
 
 
-def _layer_classes(config: Any) -> list[tuple[str, str]]:
-    """(class_name, layer name) of every layer, nested models included."""
-    found: list[tuple[str, str]] = []
+def _serialized_layers(config: Any) -> list[dict]:
+    """Every {"class_name": ..., "config": {...}} object in a config, nested models included."""
+    found: list[dict] = []
     if isinstance(config, dict):
         if "class_name" in config and isinstance(config.get("config"), dict):
-            found.append((config["class_name"], str(config["config"].get("name", "?"))))
+            found.append(config)
         for value in config.values():
-            found.extend(_layer_classes(value))
+            found.extend(_serialized_layers(value))
     elif isinstance(config, list):
         for item in config:
-            found.extend(_layer_classes(item))
+            found.extend(_serialized_layers(item))
     return found
+
+
+def _layer_classes(config: Any) -> list[tuple[str, str]]:
+    """(class_name, layer name) of every layer, nested models included."""
+    return [(entry["class_name"], str(entry["config"].get("name", "?"))) for entry in _serialized_layers(config)]
 
 
 def _builtin_layer_names() -> set[str]:
@@ -155,7 +160,26 @@ def save_keras_model(model: "tf.keras.Model", path: str | os.PathLike,
             # Keras calls .h5 "legacy"; it is the card's format and what edge tools consume.
             warnings.filterwarnings("ignore", message=".*HDF5 file.*", category=UserWarning)
             model.save(tmp, save_format="h5", include_optimizer=False)
-        if metadata:
-            with h5py.File(tmp, "a") as handle:
+        with h5py.File(tmp, "a") as handle:
+            if metadata:
                 handle.attrs[METADATA_ATTR] = json.dumps(metadata, default=str)
+            _keep_keras3_loadable(handle)
     return path
+
+
+def _keep_keras3_loadable(handle: Any) -> None:
+    """Keras 2.15 writes `groups: 1` into DepthwiseConv2D configs, which Keras 3 rejects
+    ("Unrecognized keyword arguments ... groups"); 1 is the default either way, so drop it."""
+    raw = handle.attrs.get("model_config")
+    if raw is None:
+        return
+    config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    changed = False
+    for entry in _serialized_layers(config):
+        inner = entry.get("config", {})
+        if entry.get("class_name") == "DepthwiseConv2D" and inner.get("groups") == 1:
+            del inner["groups"]
+            changed = True
+    if changed:
+        handle.attrs["model_config"] = json.dumps(config)
+
