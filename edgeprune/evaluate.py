@@ -63,14 +63,14 @@ def model_lineage(path: Path) -> tuple[str | None, str | None, str | None]:
 
 
 def load_models(paths: list[str | os.PathLike], *, allow_unsafe: bool = False,
-                threads: int | None = None) -> list[ModelEntry]:
+                threads: int | None = None, input_range: str | None = None) -> list[ModelEntry]:
     from edgeprune.runtime import load
 
     entries: list[ModelEntry] = []
     labels: set[str] = set()
     for raw in paths:
         path = Path(raw)
-        predictor = load(path, allow_unsafe=allow_unsafe, threads=threads)
+        predictor = load(path, allow_unsafe=allow_unsafe, threads=threads, input_range=input_range)
         parent, dataset, _ = model_lineage(path)
         label = path.name
         while label in labels:
@@ -107,8 +107,11 @@ def check_set_dataset(transfer: TransferSet, dataset) -> None:
 
 def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.PathLike], *,
              dataset_spec: str | None = None, limit: int | None = None, batch_size: int = 256,
-             allow_unsafe: bool = False, progress: bool = False) -> dict[str, Any]:
-    """The accuracy matrix (clean split + each set) x models, with views (a) and (b)."""
+             allow_unsafe: bool = False, progress: bool = False, input_range: str | None = None) -> dict[str, Any]:
+    """The accuracy matrix (clean split + each set) x models, with views (a) and (b).
+
+    Images stay in [0, 1]; each model is fed its input range (`input_range` for all, else each
+    model's recorded or detected one)."""
     from edgeprune.data import load_dataset
     from edgeprune.progress import progress_task
 
@@ -125,7 +128,7 @@ def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.Path
     for transfer in sets:
         if dataset is not None:
             check_set_dataset(transfer, dataset)
-    models = load_models(model_paths, allow_unsafe=allow_unsafe)
+    models = load_models(model_paths, allow_unsafe=allow_unsafe, input_range=input_range)
     for transfer in sets:
         for model in models:
             check_fit(transfer, model)

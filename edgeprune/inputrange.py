@@ -208,3 +208,21 @@ def apply_input_range(predictor: Any, path: str | Path, declared: str | InputRan
     wrapped = ranged_predictor(predictor, resolved.input_range)
     wrapped.info["input_range"] = resolved.record()
     return wrapped
+
+
+def dataset_for_model(dataset: Any, input_range: InputRange) -> Any:
+    """`dataset` whose float splits come in the model's range (for training and fine-tuning a
+    model that takes 0..255 or -1..1); pixels, fingerprints and uint8 splits are unchanged."""
+    if input_range.is_unit:
+        return dataset
+    from dataclasses import asdict
+
+    from edgeprune.data import Dataset
+
+    class RangedDataset(Dataset):
+        def split(self, split: str, *, dtype: str = "float32"):  # type: ignore[override]
+            x, y = super().split(split, dtype=dtype)
+            return (input_range.to_model(x) if dtype == "float32" else x), y
+
+    fields = {k: v for k, v in asdict(dataset).items()}
+    return RangedDataset(**fields)

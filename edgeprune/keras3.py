@@ -626,7 +626,7 @@ def set_weights(model: "tf.keras.Model", source: Keras3File) -> int:
             raise EdgepruneError(f"{source.path}: layer {layer.name} has {len(layer.weights)} variables in "
                                  f"Keras 2 but {len(values)} in the file")
         stored_names = source.weight_names.get(layer.name, [])
-        for position, (variable, value) in enumerate(zip(layer.weights, values)):
+        for position, (variable, value) in enumerate(zip(layer.weights, values, strict=True)):
             if tuple(variable.shape) != tuple(value.shape):
                 raise EdgepruneError(f"{source.path}: layer {layer.name} variable {position} has shape "
                                      f"{tuple(value.shape)} in the file, {tuple(variable.shape)} in Keras 2")

@@ -270,7 +270,13 @@ def _keras_only(path: Path, what: str, allow_unsafe: bool):
     if path.suffix.lower() not in (".h5", ".hdf5", ".keras"):
         raise EdgepruneError(f"{path}: {what} needs gradients, so a Keras .h5 or .keras model; "
                              f"{path.suffix} models run the black-box Square stage (--autoattack)")
-    return load_keras_model(path, allow_unsafe=allow_unsafe)
+    from edgeprune.inputrange import announce, resolve_input_range, with_input_range
+    from edgeprune.modelio import read_metadata
+
+    model = load_keras_model(path, allow_unsafe=allow_unsafe)
+    resolved = resolve_input_range(None, metadata=read_metadata(path), model=model)
+    announce(resolved)
+    return with_input_range(model, resolved.input_range)  # images and eps stay in [0, 1] units
 
 
 def evaluate_curves(model_paths: Sequence[str | os.PathLike], *, dataset_spec: str | None = None,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from edgeprune.cli.common import allow_unsafe_option, dataset_option, force_option, quiet_option, seed_option
+from edgeprune.cli.common import (allow_unsafe_option, dataset_option, force_option, input_range_option,
+                                  quiet_option, seed_option)
 
 
 def _attack_help() -> str:
@@ -54,11 +55,12 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
               help="sets/NAME: writes NAME.npz (x_adv, y, index) and NAME.json (provenance).")
 @seed_option()
+@input_range_option
 @allow_unsafe_option
 @force_option
 @quiet_option
 def command(model, attack_name, dataset, split, limit, eps, norm, steps, step_size, param_pairs, preset,
-            batch_size, output, seed, allow_unsafe, force, quiet):
+            batch_size, output, seed, input_range, allow_unsafe, force, quiet):
     """Craft a transfer set: attack MODEL (.h5) on a dataset split and save the adversarial images.
 
     Attacks are untargeted and use the true labels. Every x_adv is projected onto the eps-ball
@@ -93,7 +95,7 @@ def command(model, attack_name, dataset, split, limit, eps, norm, steps, step_si
         if path.exists() and not force:
             raise EdgepruneError(f"{path} exists; pass --force to overwrite")
     record = craft_transfer_set(model, dataset, config, output, split=split, limit=limit, progress=not quiet,
-                                allow_unsafe=allow_unsafe)
+                                allow_unsafe=allow_unsafe, input_range=input_range)
     metrics, norms = record["source_metrics"], record["perturbation"]
     click.echo(f"{spec.name} ({config.norm}, eps {config.eps if config.eps is not None else 'none'}) on "
                f"{record['dataset']['images']} {record['dataset']['name']} {split} images: accuracy "

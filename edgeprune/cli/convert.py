@@ -65,11 +65,12 @@ def resolve_dataset(spec: str | None, model_path, *, needed: bool, seed: int):
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
               help="Top-1 agreement required. Default 0.99 for fp32/fp16, 0.95 for dynamic/int8.")
 @common.seed_option()
+@common.input_range_option
 @common.allow_unsafe_option
 @common.force_option
 @common.quiet_option
 def command(model, target, precision, output, dataset, calibration, int8_io, sparse, prune_filters,
-            verify, no_verify, min_agreement, seed, allow_unsafe, force, quiet):
+            verify, no_verify, min_agreement, seed, input_range, allow_unsafe, force, quiet):
     """Convert a Keras MODEL (.h5) to TFLite or OpenVINO IR and verify it.
 
     The converted model runs beside MODEL on --verify test images; below --min-agreement
@@ -94,7 +95,7 @@ def command(model, target, precision, output, dataset, calibration, int8_io, spa
         common.check_output(output.with_suffix(".bin"), force=force)
     data, spec = resolve_dataset(dataset, model, needed=config.needs_data, seed=seed)
     report = convert_model(model, output, config, dataset=data, dataset_spec=spec,
-                           allow_unsafe=allow_unsafe, progress=not quiet)
+                           allow_unsafe=allow_unsafe, progress=not quiet, input_range=input_range)
     sizes, check = report["sizes"], report["verification"]
     summary = f"{target} {precision}: {sizes['output_bytes']:,} bytes ({sizes['ratio']:.2f}x of .h5)"
     if not check.get("skipped"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgeprune.cli.common import allow_unsafe_option, quiet_option
+from edgeprune.cli.common import allow_unsafe_option, input_range_option, quiet_option
 
 
 @click.command("evaluate")
@@ -35,10 +35,11 @@ from edgeprune.cli.common import allow_unsafe_option, quiet_option
 @click.option("--no-tune", is_flag=True,
               help="--curve: skip FMN's step-size/schedule search on a 32-image calibration subset.")
 @click.option("--seed", type=int, default=0, show_default=True, help="--autoattack: random seed (recorded).")
+@input_range_option
 @allow_unsafe_option
 @quiet_option
 def command(models, set_paths, dataset, limit, batch_size, output, curve, autoattack_version, eps_text, norm,
-            fmn_steps, no_tune, seed, allow_unsafe, quiet):
+            fmn_steps, no_tune, seed, input_range, allow_unsafe, quiet):
     """Accuracy of MODELS (.h5, .tflite, .xml, any mix) on the clean test split and on transfer sets.
 
     Each set must fit each model (image shape, classes, dataset) or nothing runs. The report
@@ -66,7 +67,7 @@ def command(models, set_paths, dataset, limit, batch_size, output, curve, autoat
     if not sets and not dataset:
         raise EdgepruneError("nothing to evaluate on: give --sets and/or --dataset")
     report = evaluate(list(models), sets, dataset_spec=dataset, limit=limit, batch_size=batch_size,
-                      allow_unsafe=allow_unsafe, progress=not quiet)
+                      allow_unsafe=allow_unsafe, progress=not quiet, input_range=input_range)
     click.echo(to_markdown(report), nl=False)
     if output:
         written = write_report(report, output)

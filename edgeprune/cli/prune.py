@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from edgeprune.cli.common import (allow_unsafe_option, check_output, dataset_option, force_option,
-                                  limit_options, quiet_option, seed_option, sidecar)
+                                  input_range_option, limit_options, quiet_option, seed_option, sidecar)
 from edgeprune.errors import EdgepruneError
 
 TFMOT_OPTIONS = ("sparsity", "schedule", "scope", "pattern", "frequency")
@@ -229,13 +229,14 @@ def _print_summary(report: dict, output: Path) -> None:
               help="[nncf-filter] Physically remove zeroed filters; the masked model is kept as "
                    "OUT.masked.h5.")
 @seed_option()
+@input_range_option
 @allow_unsafe_option
 @force_option
 @quiet_option
 @click.pass_context
 def command(ctx, model, method, dataset, limit_train, limit_test, output, epochs, learning_rate,
             batch_size, sparsity, schedule, scope, pattern, frequency, criterion, target, flops_target,
-            init, steps, prune_first_conv, prune_downsample, shrink, seed, allow_unsafe, force, quiet):
+            init, steps, prune_first_conv, prune_downsample, shrink, seed, input_range, allow_unsafe, force, quiet):
     """Prune MODEL (.h5), fine-tune it on --dataset, and write the pruned model with a report.
 
     \b
@@ -290,6 +291,13 @@ def command(ctx, model, method, dataset, limit_train, limit_test, output, epochs
     base_meta = read_metadata(source)
     data = load_dataset(dataset, limit_train=limit_train, limit_test=limit_test, seed=seed)
     _check_compatible(base, data, source)
+    from edgeprune.inputrange import announce, dataset_for_model, resolve_input_range
+
+    resolved_range = resolve_input_range(input_range, metadata=base_meta, model=base)
+    announce(resolved_range)
+    data = dataset_for_model(data, resolved_range.input_range)  # fine-tuned on what it takes
+    if not resolved_range.input_range.is_unit:
+        base_meta = {**base_meta, "input_range": resolved_range.input_range.as_dict()}
     x_test, y_test = data.split("test")
     base_stats = model_stats(base)
     accuracy_before = accuracy(base, x_test, y_test)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from edgeprune.cli.common import (check_output, dataset_option, force_option, limit_options,
-                                  quiet_option, seed_option, sidecar)
+from edgeprune.cli.common import (check_output, dataset_option, force_option, input_range_option,
+                                  limit_options, quiet_option, seed_option, sidecar)
 
 ARCH_HELP = ("smallcnn, resnet8, resnet20, resnet18, resnet50, vgg16, vgg19, densenet121, "
              "mobilenet")
@@ -30,10 +30,11 @@ ARCH_HELP = ("smallcnn, resnet8, resnet20, resnet18, resnet50, vgg16, vgg19, den
 @click.option("--width", type=float, default=1.0, show_default=True,
               help="Channel width multiplier (0.25 gives a CPU-sized variant).")
 @seed_option()
+@input_range_option
 @force_option
 @quiet_option
 def command(arch, dataset, limit_train, limit_test, output, epochs, batch_size, learning_rate,
-            milestones, gamma, weight_decay, augment, width, seed, force, quiet):
+            milestones, gamma, weight_decay, augment, width, seed, input_range, force, quiet):
     """Train ARCH from scratch and save it as a Keras .h5 with a JSON report.
 
     ARCH is one of: smallcnn, resnet8, resnet20, resnet18, resnet50, vgg16, vgg19,
@@ -62,11 +63,17 @@ def command(arch, dataset, limit_train, limit_test, output, epochs, batch_size, 
                          milestones=milestone_epochs, gamma=gamma, weight_decay=weight_decay,
                          augment=augment, width=width, seed=seed)
     data = load_dataset(dataset, limit_train=limit_train, limit_test=limit_test, seed=seed)
+    if input_range is not None:  # train a model that takes this range (e.g. 0,255) and record it
+        from edgeprune.inputrange import dataset_for_model, parse_input_range
+
+        data = dataset_for_model(data, parse_input_range(input_range))
     model, result = train_model(config, data, progress=not quiet)
     result["dataset_spec"] = dataset
     result["versions"] = versions()
     metadata = {key: result[key] for key in ("arch", "dataset", "dataset_fingerprint",
                                              "num_classes", "class_names", "input_shape")}
+    if input_range is not None:
+        metadata["input_range"] = result["input_range"] = parse_input_range(input_range).as_dict()
     save_keras_model(model, output, metadata=metadata)
     write_json(sidecar(output), {"schema": "edgeprune.train/1", **result})
     click.echo(f"{arch} on {data.name}: test accuracy {result['test_accuracy']:.4f} "
