@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's edgeprune, not another installed one
 SAMPLE = Path(os.environ.get("EDGEPRUNE_CIFAR_SAMPLE", REPO.parent / "shared" / "data" / "cifar10_sample.npz"))
 RESULTS = REPO / "benchmarks" / "results"
 KERAS3_FIXTURE = REPO / "tests" / "fixtures" / "keras3" / "mobilenetv3small.keras"

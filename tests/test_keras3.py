@@ -130,3 +130,39 @@ def test_convert_of_keras3_file_agrees_with_keras3(tmp_path, target):
     convert_model(FIXTURES / "separable.keras", output, ConvertConfig(target=target, verify=0), progress=False)
     x, logits = reference("separable")
     np.testing.assert_allclose(load(output).predict(x), logits, atol=1e-4, rtol=0)
+
+
+def test_keras_applications_mobilenetv3_loads_and_says_it_takes_pixels(tmp_path):
+    """TF 2.15's own keras.applications MobileNetV3Small (TFOpLambda nodes, built-in 0..255
+    preprocessing) round-trips through edgeprune's safe loader, and its range is detected."""
+    import tensorflow as tf
+
+    from edgeprune.inputrange import PIXELS, detect_input_range
+    from edgeprune.modelio import save_keras_model
+
+    model = tf.keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), alpha=0.75, weights=None, classes=10,
+                                                   classifier_activation=None)
+    path = save_keras_model(model, tmp_path / "mnv3.h5")
+    loaded = load_keras_model(path)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(loaded(x, training=False).numpy(), model(x, training=False).numpy(), atol=1e-5)
+    found = detect_input_range(loaded)
+    assert found is not None and found[0] == PIXELS
+
+
+@pytest.mark.slow
+def test_keras_applications_matrix_has_no_failed_cell(tmp_path):
+    """The benchmark's matrix on MobileNetV2 and the Keras 3 file: every cell ok or refused in one line."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "keras_applications.py"
+    spec = importlib.util.spec_from_file_location("keras_applications", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not module.SAMPLE.exists():
+        pytest.skip(f"CIFAR-10 sample not found at {module.SAMPLE}")
+    code = module.main(["--work", str(tmp_path / "work"), "--arch", "MobileNetV2", "--arch", "keras3",
+                        "--train-images", "200", "--output", str(tmp_path / "matrix.md")])
+    table = (tmp_path / "matrix.md").read_text()
+    assert code == 0, table
+    assert "FAILED" not in table.split("## Refusals")[0]
