@@ -12,7 +12,8 @@ What is translated (each case is listed in `Translation.notes`):
   class does not take are dropped when they hold their neutral value (None / False / empty),
   otherwise the model is refused naming the layer and argument.
 - inbound nodes `{"args": [<__keras_tensor__ ...>], "kwargs": {}}` -> Keras 2 node lists.
-- Sequential models become functional ones (same layers, names and weights).
+- Sequential models become functional ones (same layers, names and weights); nested models
+  (a backbone inside a Sequential) are translated on their own, weights included.
 - activations Keras 2 lacks or computes differently are rebuilt from built-in layers:
   `relu6` -> ReLU(6); `hard_sigmoid` (Keras 3: relu6(x + 3) / 6, not Keras 2's 0.2x + 0.5)
   -> Rescaling(1/6, 0.5) + ReLU(1); `hard_silu` / `hard_swish` -> x * hard_sigmoid(x) with a
@@ -49,7 +50,7 @@ KERAS_TENSOR = "__keras_tensor__"
 ARCHIVE_MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
 MAX_MEMBER_BYTES = 4 << 30
 CONTAINERS = {"Functional", "Model", "Sequential"}
-NEUTRAL = (None, False, [], {}, "")
+NEUTRAL: tuple[Any, ...] = (None, False, [], {}, "")
 # Keras 3 activation names -> Keras 2 names computing the same function.
 SAME_ACTIVATIONS = {"linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu", "softplus",
                     "softsign", "exponential", "swish", "mish", "gelu"}
@@ -141,15 +142,14 @@ def _read_archive(path: Path) -> Keras3File:
     by_path: dict[str, list[np.ndarray]] = {}
     try:
         with h5py.File(io.BytesIO(blob), "r") as handle:
-            layers_group = handle.get("layers")
-            if layers_group is not None:
-                for key, group in layers_group.items():
-                    values = group.get("vars")
-                    if values is not None and len(values):
-                        by_path[key] = [np.asarray(values[str(i)]) for i in range(len(values))]
+            def collect(name: str, item: Any) -> None:
+                if name.endswith("/vars") and isinstance(item, h5py.Group) and len(item):
+                    by_path[name[:-len("/vars")]] = [np.asarray(item[str(i)]) for i in range(len(item))]
+
+            handle.visititems(collect)
     except (OSError, KeyError) as exc:
         raise EdgepruneError(f"{path}: model.weights.h5 is not readable ({exc})") from None
-    # Keyed by archive path (layers/<snake_case class>[_k]) until `weights_by_layer` maps them.
+    # Keyed by archive path (layers/<snake_case class>[_k]/...) until `weights_by_layer` maps them.
     return Keras3File(path=path, source_format="keras", keras_version=metadata.get("keras_version"),
                       config=config, weights=by_path)
 
@@ -168,10 +168,11 @@ def snake_case(name: str) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def _archive_weights_by_layer(config: dict, by_path: dict[str, list[np.ndarray]],
-                              path: Path) -> dict[str, list[np.ndarray]]:
-    """A .keras archive groups weights as layers/<snake_case(class)>[_k]/vars/<i>, in the
-    order of the model's layers: map those groups back to layer names."""
+def _archive_weights_by_layer(config: dict, by_path: dict[str, list[np.ndarray]], path: Path,
+                              *, group: str = "layers", prefix: str = "") -> dict[str, list[np.ndarray]]:
+    """A .keras archive groups weights as layers/<snake_case(class)>[_k]/vars/<i> in the order of
+    the model's layers (a nested model's under .../layers/...): map them to layer paths
+    ("layer" or "model/layer"), the keys `set_weights` looks up."""
     used: dict[str, int] = {}
     weights: dict[str, list[np.ndarray]] = {}
     for layer in _layer_entries(config):
@@ -184,12 +185,32 @@ def _archive_weights_by_layer(config: dict, by_path: dict[str, list[np.ndarray]]
         else:
             used[key] = 0
         name = _layer_name(layer)
-        if key in by_path:
-            weights[name] = by_path.pop(key)
-    if by_path:
+        if layer.get("class_name") in CONTAINERS:
+            weights.update(_archive_weights_by_layer(layer, by_path, path, group=f"{group}/{key}/layers",
+                                                     prefix=f"{prefix}{name}/"))
+        elif f"{group}/{key}" in by_path:
+            weights[prefix + name] = by_path.pop(f"{group}/{key}")
+    if by_path and not prefix:
         raise EdgepruneError(f"{path}: weight groups {', '.join(sorted(by_path)[:3])} match no layer "
-                             "of the model config (nested models are not supported)")
+                             "of the model config")
     return weights
+
+
+def _h5_nested_weights(config: dict, weights: dict[str, list[np.ndarray]], names: dict[str, list[str]]) -> None:
+    """A Keras-3 .h5 stores a nested model's weights in one group named after it, each named
+    "<inner layer>/<variable>": split them into "model/layer" keys, in stored order."""
+    for layer in _layer_entries(config):
+        name = _layer_name(layer)
+        if layer.get("class_name") not in CONTAINERS or name not in weights:
+            continue
+        arrays, stored = weights.pop(name), names.pop(name)
+        for array, weight_name in zip(arrays, stored, strict=True):
+            parts = weight_name.split("/")
+            if len(parts) > 2 and parts[0] == name:
+                parts = parts[1:]
+            key = f"{name}/{parts[0]}"
+            weights.setdefault(key, []).append(array)
+            names.setdefault(key, []).append(weight_name)
 
 
 def _read_h5(path: Path) -> Keras3File:
@@ -220,6 +241,7 @@ def _read_h5(path: Path) -> Keras3File:
         raise EdgepruneError(f"{path}: model config is not valid JSON (corrupt file)") from None
     version_text = version.decode() if isinstance(version, bytes) else (None if version is None else str(version))
     weights.pop("top_level_model_weights", None)
+    _h5_nested_weights(config, weights, names)
     return Keras3File(path=path, source_format="h5", keras_version=version_text, config=config,
                       weights=weights, weight_names=names)
 
@@ -305,6 +327,8 @@ class _Translator:
         self.layers: list[dict] = []
         self.uses_lambda = False
         self.dropped: set[str] = set()
+        # Keras 2 counts a nested model's own construction as its node 0: calls start at 1.
+        self.node_offset: dict[str, int] = {}
 
     def note(self, text: str) -> None:
         self.notes.setdefault(text, None)
@@ -359,7 +383,7 @@ class _Translator:
         if not isinstance(history, list) or len(history) != 3:
             raise self.fail(f"unreadable tensor reference {json.dumps(tensor)[:80]}")
         name, node, index = history
-        return [self.alias.get(name, name), int(node), int(index)]
+        return [self.alias.get(name, name), int(node) + self.node_offset.get(name, 0), int(index)]
 
     def node_inputs(self, layer_name: str, node: Any) -> tuple[list, list, dict]:
         """(tensor refs, other positional args, kwargs) of one Keras 3 inbound node."""
@@ -401,6 +425,9 @@ class _Translator:
         if _is_operation(layer):
             self.translate_operation(layer, nodes)
             return
+        if class_name in CONTAINERS:
+            self.nested_model(layer, nodes)
+            return
         config = {k: self.clean(v) for k, v in layer.get("config", {}).items() if k != "shared_object_id"}
         config["name"] = name
         if class_name == "InputLayer":
@@ -431,6 +458,27 @@ class _Translator:
             self.note(f"activation {activation} of a weighted layer -> separate built-in layers")
             return
         self.add(class_name, config, keras2_nodes)
+
+    def nested_model(self, layer: dict, nodes: list) -> None:
+        """A model used as a layer (a backbone inside a Sequential): translated on its own."""
+        name = _layer_name(layer)
+        inner = _Translator(self.path)
+        config = inner.model(layer)["config"]
+        config["name"] = name
+        for text in inner.notes:
+            self.note(text)
+        self.dropped |= inner.dropped
+        self.uses_lambda |= inner.uses_lambda
+        keras2_nodes = []
+        for node in nodes:
+            refs, others, kwargs = self.node_inputs(name, node)
+            if others or len(refs) != 1:
+                raise self.fail(f"nested model {name}: called with {len(refs)} tensors and {len(others)} "
+                                "other positional arguments, which Keras 2 nodes cannot express")
+            keras2_nodes.append(self.keras2_node(refs, kwargs))
+        self.add("Functional", config, keras2_nodes)
+        self.node_offset[name] = 1
+        self.note("nested model -> nested Keras 2 functional model")
 
     def input_layer(self, config: dict) -> dict:
         if "batch_shape" in config:
@@ -534,9 +582,6 @@ class _Translator:
         if class_name == "Sequential":
             return self.sequential(inner)
         for layer in inner.get("layers", []):
-            if layer.get("class_name") in CONTAINERS:
-                raise self.fail(f"layer {_layer_name(layer)} is a nested model, which edgeprune does not "
-                                "translate yet; save the model flat")
             self.translate_layer(layer, layer.get("inbound_nodes", []))
         return self.functional(inner.get("name", "model"), _refs(inner.get("input_layers")),
                                _refs(inner.get("output_layers")))
@@ -545,7 +590,8 @@ class _Translator:
         return {"class_name": "Functional", "config": {
             "name": name, "trainable": True, "layers": self.layers,
             "input_layers": [[self.alias.get(r[0], r[0]), r[1], r[2]] for r in inputs],
-            "output_layers": [[self.alias.get(r[0], r[0]), r[1], r[2]] for r in outputs]}}
+            "output_layers": [[self.alias.get(r[0], r[0]), r[1] + self.node_offset.get(r[0], 0), r[2]]
+                              for r in outputs]}}
 
     def sequential(self, inner: dict) -> dict:
         layers = list(inner.get("layers", []))
@@ -559,11 +605,8 @@ class _Translator:
         self.note("Sequential -> functional model (same layers, names and weights)")
         previous = None
         for layer in layers:
-            if layer.get("class_name") in CONTAINERS:
-                raise self.fail(f"layer {_layer_name(layer)} is a nested model, which edgeprune does not "
-                                "translate yet; save the model flat")
             tensor = {"class_name": KERAS_TENSOR, "config": {"keras_history": [previous, 0, 0]}}
-            nodes = [] if previous is None else [{"args": [tensor], "kwargs": {}}]
+            nodes: list[dict] = [] if previous is None else [{"args": [tensor], "kwargs": {}}]
             self.translate_layer(layer, nodes)
             previous = self.alias.get(_layer_name(layer), _layer_name(layer))
         first = _layer_name(layers[0])
@@ -615,17 +658,28 @@ def set_weights(model: "tf.keras.Model", source: Keras3File) -> int:
     """Set every layer's weights from the file, checking count, shapes and (h5) names; returns
     the number of arrays set."""
     remaining = dict(source.weights_by_layer())
+    count = _assign(model, remaining, source, prefix="")
+    if remaining:
+        raise EdgepruneError(f"{source.path}: weights for {', '.join(sorted(remaining)[:3])} match no layer")
+    return count
+
+
+def _assign(model: Any, remaining: dict[str, list[np.ndarray]], source: Keras3File, *, prefix: str) -> int:
     count = 0
     for layer in model.layers:
+        key = prefix + layer.name
+        if hasattr(layer, "layers") and type(layer).__name__ in CONTAINERS:
+            count += _assign(layer, remaining, source, prefix=f"{key}/")
+            continue
         if not layer.weights:
             continue
-        values = remaining.pop(layer.name, None)
+        values = remaining.pop(key, None)
         if values is None:
-            raise EdgepruneError(f"{source.path}: no weights stored for layer {layer.name}")
+            raise EdgepruneError(f"{source.path}: no weights stored for layer {key}")
         if len(values) != len(layer.weights):
-            raise EdgepruneError(f"{source.path}: layer {layer.name} has {len(layer.weights)} variables in "
+            raise EdgepruneError(f"{source.path}: layer {key} has {len(layer.weights)} variables in "
                                  f"Keras 2 but {len(values)} in the file")
-        stored_names = source.weight_names.get(layer.name, [])
+        stored_names = source.weight_names.get(key, [])
         for position, (variable, value) in enumerate(zip(layer.weights, values, strict=True)):
             if tuple(variable.shape) != tuple(value.shape):
                 raise EdgepruneError(f"{source.path}: layer {layer.name} variable {position} has shape "
@@ -638,8 +692,6 @@ def set_weights(model: "tf.keras.Model", source: Keras3File) -> int:
                                          f"the file but {wanted} in Keras 2")
         layer.set_weights(values)
         count += len(values)
-    if remaining:
-        raise EdgepruneError(f"{source.path}: weights for {', '.join(sorted(remaining)[:3])} match no layer")
     return count
 
 

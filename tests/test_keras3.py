@@ -16,7 +16,7 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.modelio import is_keras3_file, load_keras_model, read_metadata
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "keras3"
-MODELS = ("sequential", "residual", "separable", "mobilenetv3small")
+MODELS = ("sequential", "residual", "separable", "mobilenetv3small", "nested")
 
 
 def reference(name: str) -> tuple[np.ndarray, np.ndarray]:
