@@ -13,6 +13,7 @@ benchmarks/results/keras_applications.md and .json.
 
     python benchmarks/keras_applications.py --work /tmp/kapps            # every architecture
     python benchmarks/keras_applications.py --work /tmp/kapps --arch MobileNetV2 --arch keras3
+    python benchmarks/keras_applications.py --work /tmp/kapps --report-only   # table of what ran
 """
 
 from __future__ import annotations
@@ -170,7 +171,8 @@ def render(rows: list[dict], meta: dict) -> str:
              "sample at 32x32, so accuracies are near chance and only the mechanics are measured.", "",
              "| model | " + " | ".join(CELLS) + " |", "|" + "---|" * (len(CELLS) + 1)]
     for row in rows:
-        lines.append(f"| {row['model']} | " + " | ".join(row["cells"].get(c, {}).get("status", "-") for c in CELLS) + " |")
+        lines.append(f"| {row['model']} | " + " | ".join(row["cells"].get(c, {}).get("status", "not run")
+                                                         for c in CELLS) + " |")
     lines += ["", "## Base vs shrunk (NNCF filter pruning, target 50%, shrunk)", "",
               "| model | params base | params shrunk | MACs base | MACs shrunk | p50 ms base (b32, 2 thr) | "
               "p50 ms shrunk |", "|---|---|---|---|---|---|---|"]
@@ -203,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-train", type=int, default=300)
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--fresh", action="store_true", help="run every selected cell again")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: write the table from the cells already in --work")
     parser.add_argument("--output", type=Path, default=RESULTS / "keras_applications.md")
     args = parser.parse_args(argv)
     if not SAMPLE.exists():
@@ -224,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = args.work / name
         folder.mkdir(parents=True, exist_ok=True)
         base = folder / "base.h5"
-        if not base.exists():
+        if not base.exists() and not args.report_only:
             if name == KERAS3:
                 subprocess.run([sys.executable, "-m", "edgeprune", "import", str(KERAS3_FIXTURE), "-o", str(base)],
                                env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, check=False)
@@ -236,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             record_path = folder / "cells" / f"{cell}.json"
             if record_path.exists() and not args.fresh:
                 cells[cell] = json.loads(record_path.read_text())
+                continue
+            if args.report_only:
                 continue
             if not base.exists():
                 cells[cell] = {"cell": cell, "status": "FAILED", "message": "base model could not be made"}
