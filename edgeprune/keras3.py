@@ -143,7 +143,8 @@ def _read_archive(path: Path) -> Keras3File:
     try:
         with h5py.File(io.BytesIO(blob), "r") as handle:
             def collect(name: str, item: Any) -> None:
-                if name.endswith("/vars") and isinstance(item, h5py.Group) and len(item):
+                # layers/... only: a compiled model also stores optimizer/vars, which inference ignores
+                if name.startswith("layers/") and name.endswith("/vars") and isinstance(item, h5py.Group) and len(item):
                     by_path[name[:-len("/vars")]] = [np.asarray(item[str(i)]) for i in range(len(item))]
 
             handle.visititems(collect)
