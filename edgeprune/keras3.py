@@ -388,8 +388,10 @@ class _Translator:
 
     def node_inputs(self, layer_name: str, node: Any) -> tuple[list, list, dict]:
         """(tensor refs, other positional args, kwargs) of one Keras 3 inbound node."""
-        if isinstance(node, list):  # already Keras 2 style (a Keras-3 h5 of an old model)
-            return [[self.alias.get(r[0], r[0]), r[1], r[2]] for r in node], [], (node[0][3] if node and len(node[0]) > 3 else {})
+        if isinstance(node, list):  # already Keras 2 style: [[layer, node, tensor, kwargs], ...]
+            refs = [[self.alias.get(r[0], r[0]), r[1] + self.node_offset.get(r[0], 0), r[2]] for r in node]
+            kwargs = node[0][3] if node and len(node[0]) > 3 else {}
+            return ([refs] if len(refs) > 1 else refs), [], kwargs
         if not isinstance(node, dict) or "args" not in node:
             raise self.fail(f"layer {layer_name}: unreadable inbound node")
         args, kwargs = list(node.get("args", [])), dict(node.get("kwargs") or {})
