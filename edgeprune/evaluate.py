@@ -21,6 +21,7 @@ import numpy as np
 from edgeprune.attacks.transferset import TransferSet, load_transfer_set
 from edgeprune.errors import EdgepruneError
 from edgeprune.io import atomic_path, atomic_write_text, sha256_file, versions, write_json
+from edgeprune.vocab import KERAS_SUFFIXES
 from edgeprune.tables import csv_table, markdown_table
 from edgeprune.vocab import check_fit
 
@@ -49,7 +50,7 @@ def model_lineage(path: Path) -> tuple[str | None, str | None, str | None]:
     """(parent sha256, dataset name, sparsity label) from a model's metadata or conversion record."""
     from edgeprune.runtime import _conversion_record
 
-    if path.suffix.lower() in (".h5", ".hdf5"):
+    if path.suffix.lower() in KERAS_SUFFIXES:
         from edgeprune.modelio import read_metadata
 
         meta = read_metadata(path)
@@ -63,14 +64,14 @@ def model_lineage(path: Path) -> tuple[str | None, str | None, str | None]:
 
 
 def load_models(paths: list[str | os.PathLike], *, allow_unsafe: bool = False,
-                threads: int | None = None) -> list[ModelEntry]:
+                threads: int | None = None, input_range: str | None = None) -> list[ModelEntry]:
     from edgeprune.runtime import load
 
     entries: list[ModelEntry] = []
     labels: set[str] = set()
     for raw in paths:
         path = Path(raw)
-        predictor = load(path, allow_unsafe=allow_unsafe, threads=threads)
+        predictor = load(path, allow_unsafe=allow_unsafe, threads=threads, input_range=input_range)
         parent, dataset, _ = model_lineage(path)
         label = path.name
         while label in labels:
@@ -107,8 +108,11 @@ def check_set_dataset(transfer: TransferSet, dataset) -> None:
 
 def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.PathLike], *,
              dataset_spec: str | None = None, limit: int | None = None, batch_size: int = 256,
-             allow_unsafe: bool = False, progress: bool = False) -> dict[str, Any]:
-    """The accuracy matrix (clean split + each set) x models, with views (a) and (b)."""
+             allow_unsafe: bool = False, progress: bool = False, input_range: str | None = None) -> dict[str, Any]:
+    """The accuracy matrix (clean split + each set) x models, with views (a) and (b).
+
+    Images stay in [0, 1]; each model is fed its input range (`input_range` for all, else each
+    model's recorded or detected one)."""
     from edgeprune.data import load_dataset
     from edgeprune.progress import progress_task
 
@@ -125,7 +129,7 @@ def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.Path
     for transfer in sets:
         if dataset is not None:
             check_set_dataset(transfer, dataset)
-    models = load_models(model_paths, allow_unsafe=allow_unsafe)
+    models = load_models(model_paths, allow_unsafe=allow_unsafe, input_range=input_range)
     for transfer in sets:
         for model in models:
             check_set_fits(transfer, model)
@@ -160,7 +164,7 @@ def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.Path
         "models": [{"label": m.label, "path": str(m.path), "sha256": m.sha256, "parent_sha256": m.parent_sha256,
                     "format": m.info.get("format"), "precision": m.info.get("precision"),
                     "input_shape": m.info.get("input_shape"), "num_classes": m.info.get("num_classes"),
-                    "sparsity": model_lineage(m.path)[2]} for m in models],
+                    "input_range": m.info.get("input_range"), "sparsity": model_lineage(m.path)[2]} for m in models],
         "sets": [{"name": s.name, "path": str(s.path), "attack": s.attack, "norm": s.record["attack"]["norm"],
                   "eps": s.record["attack"]["eps"], "params": s.record["attack"]["params"],
                   "images": int(len(s.y)), "source_model": s.record["source_model"],

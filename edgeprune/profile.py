@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +53,7 @@ class ProfileConfig:
     isolation: str = "process"
     seed: int = 0
     input_shape: tuple[int, ...] | None = None  # override for models with dynamic H/W/C
+    input_range: str | None = None  # the [0, 1] batch is fed in it; None: recorded, detected or 0,1
     allow_unsafe: bool = False
 
     def __post_init__(self) -> None:
@@ -203,7 +205,7 @@ def _cpu_busy_jiffies(cpus: Sequence[int] | None) -> int | None:
 def model_format(path: str | os.PathLike) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in RUNTIME_BY_SUFFIX:
-        raise EdgepruneError(f"{path}: unsupported model format {suffix!r}; expected .h5, .tflite or .xml")
+        raise EdgepruneError(f"{path}: unsupported model format {suffix!r}; expected .h5, .keras, .tflite or .xml")
     return RUNTIME_BY_SUFFIX[suffix]
 
 
@@ -356,7 +358,8 @@ def measure_cells(path: str | os.PathLike, batches: Sequence[int], threads: int,
     try:
         threads_applied = _apply_keras_threads(threads) if fmt == "keras" else True
         load_start = time.perf_counter()
-        predictor = runtime.load(path, allow_unsafe=config.allow_unsafe, threads=threads)
+        predictor = runtime.load(path, allow_unsafe=config.allow_unsafe, threads=threads,
+                                 input_range=config.input_range)
         load_s = time.perf_counter() - load_start
         info = dict(getattr(predictor, "info", {}) or {})
         shape = _input_shape(predictor, config.input_shape, path)
@@ -384,7 +387,8 @@ def measure_cells(path: str | os.PathLike, batches: Sequence[int], threads: int,
                 "precision": info.get("precision"),
                 "batch": int(batch), "threads": int(threads), "threads_applied": threads_applied,
                 "cpus": list(allowed_cpus() or []),
-                "input_shape": list(shape), "warmup_runs": warmups, "runs": len(samples),
+                "input_shape": list(shape), "input_range": (info.get("input_range") or {}).get("label"),
+                "warmup_runs": warmups, "runs": len(samples),
                 "timed_s": round(sum(samples) / 1000.0, 3), "load_s": round(load_s, 3),
                 **summarize_latency(samples, batch),
                 "cpu_ms": {k: round(float(v), 4) for k, v in
@@ -409,7 +413,8 @@ def _worker_main() -> int:
     spec_path, result_path = sys.argv[1], sys.argv[2]
     spec = json.loads(Path(spec_path).read_text())
     try:
-        config = ProfileConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in spec["config"].items()})
+        values: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in spec["config"].items()}
+        config = ProfileConfig(**values)
         cells = measure_cells(spec["path"], spec["batches"], spec["threads"], config)
         payload, code = {"cells": cells}, 0
     except EdgepruneError as exc:

@@ -399,13 +399,19 @@ def _load_openvino(path: Path, *, allow_unsafe: bool = False, threads: int | Non
 LOADERS: dict[str, Callable[..., Predictor]] = {
     ".h5": _load_keras,
     ".hdf5": _load_keras,
+    ".keras": _load_keras,
     ".tflite": _load_tflite,
     ".xml": _load_openvino,
 }
 
 
-def load(path: str | os.PathLike, *, allow_unsafe: bool = False, threads: int | None = None) -> Predictor:
-    """Load any supported model file behind the common `Predictor` interface."""
+def load(path: str | os.PathLike, *, allow_unsafe: bool = False, threads: int | None = None,
+         input_range: str | None = None) -> Predictor:
+    """Load any supported model file behind the common `Predictor` interface.
+
+    The predictor takes [0, 1] images; a model taking another range (`input_range`, else its
+    record, else detected from a Keras model) is fed x * (high - low) + low (edgeprune.inputrange).
+    """
     path = Path(path)
     if not path.exists():
         raise EdgepruneError(f"{path}: no such model file")
@@ -414,4 +420,6 @@ def load(path: str | os.PathLike, *, allow_unsafe: bool = False, threads: int | 
         raise EdgepruneError(
             f"{path}: unsupported model format {path.suffix!r}; expected one of {', '.join(sorted(LOADERS))}"
         )
-    return loader(path, allow_unsafe=allow_unsafe, threads=threads)
+    from edgeprune.inputrange import apply_input_range
+
+    return apply_input_range(loader(path, allow_unsafe=allow_unsafe, threads=threads), path, input_range)

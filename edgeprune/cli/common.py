@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from edgeprune.io import check_output, sidecar
+from edgeprune.vocab import INPUT_RANGES
 
-__all__ = ["allow_unsafe_option", "check_output", "dataset_option", "force_option", "limit_options",
+__all__ = ["allow_unsafe_option", "check_output", "dataset_option", "force_option", "input_range_option", "limit_options",
            "quiet_option", "seed_option", "sidecar"]
 
 
@@ -38,3 +39,9 @@ allow_unsafe_option = click.option(
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 
 force_option = click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+
+input_range_option = click.option(
+    "--input-range", "input_range", type=click.Choice(INPUT_RANGES), default=None,
+    help="Pixel range the model takes (data and eps stay in [0, 1]; the model is fed "
+         "x*(hi-lo)+lo). Default: the model's record or sidecar, else detected from a leading "
+         "Rescaling (printed), else 0,1.")

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from edgeprune.cli.common import allow_unsafe_option, force_option, quiet_option
+from edgeprune.cli.common import allow_unsafe_option, force_option, input_range_option, quiet_option
 from edgeprune.vocab import PROFILE_ISOLATIONS
 
 
@@ -38,12 +38,13 @@ from edgeprune.vocab import PROFILE_ISOLATIONS
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random input batch.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write the JSON report here (a .csv and a .md table go beside it).")
+@input_range_option
 @allow_unsafe_option
 @force_option
 @quiet_option
 def command(models, batches, threads, cpus, runs, min_time_s, warmup, warmup_time_s, isolation,
-            input_shape, seed, output, allow_unsafe, force, quiet):
-    """Measure file size and CPU batch latency of MODELS (.h5, .tflite, .xml).
+            input_shape, seed, output, input_range, allow_unsafe, force, quiet):
+    """Measure file size and CPU batch latency of MODELS (.h5, .keras, .tflite, .xml).
 
     Size: file bytes (.xml with its .bin), gzip bytes (what unstructured sparsity saves),
     parameters, non-zero parameters and MACs per image. Latency per (batch, threads):
@@ -63,7 +64,8 @@ def command(models, batches, threads, cpus, runs, min_time_s, warmup, warmup_tim
         threads=parse_int_list(threads, "--threads") if threads is not None else None,
         cpus=parse_int_list(cpus, "--cpus") if cpus is not None else None, runs=runs, min_time_s=min_time_s,
         warmup=warmup, warmup_time_s=warmup_time_s, isolation=isolation,
-        input_shape=parse_int_list(input_shape, "--input-shape") if input_shape else None, seed=seed)
+        input_shape=parse_int_list(input_shape, "--input-shape") if input_shape else None, seed=seed,
+        input_range=input_range)
     command_line = "edgeprune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = profile(models, options, output, force=force, allow_unsafe=allow_unsafe, progress=not quiet,
                      command=command_line)
