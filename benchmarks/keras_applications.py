@@ -168,7 +168,8 @@ def figures(folder: Path) -> dict:
 def render(rows: list[dict], meta: dict) -> str:
     lines = ["# keras.applications through edgeprune", "",
              f"Host: {meta['host']}; load average at start {meta['load_start']}, at end {meta['load_end']}.",
-             f"Command: `{meta['command']}`", "",
+             f"Command: `{meta['command']}` (cells: `python benchmarks/keras_applications.py --work WORK` "
+             "with the defaults; each cell's own edgeprune command and seconds are in the .json).", "",
              "Each cell is one `edgeprune` command: ok, refused (exit 2, one line: the message is below) "
              "or FAILED (traceback, crash or timeout). Fresh weights, one short epoch on the CIFAR-10 "
              "sample at 32x32, so accuracies are near chance and only the mechanics are measured.", "",
