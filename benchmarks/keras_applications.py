@@ -124,7 +124,10 @@ def run_cell(name: str, argv: list[str], record_path: Path) -> dict:
         code, out, err = done.returncode, done.stdout, done.stderr
     except subprocess.TimeoutExpired:
         code, out, err = None, "", f"timed out after {TIMEOUT_S} s"
-    error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    lines = err.splitlines()
+    error_lines = [line for line in lines if line.startswith("error: ")]
+    # A refusal must be one line; keep what followed it, so a multi-line one shows up as such.
+    after_error = lines[lines.index(error_lines[-1]) + 1:][:6] if error_lines else []
     if code == 0:
         status = "ok"
     elif code == 2 and error_lines and "Traceback" not in err:
@@ -135,7 +138,8 @@ def run_cell(name: str, argv: list[str], record_path: Path) -> dict:
     record = {"cell": name, "status": status, "exit_code": code, "seconds": round(time.perf_counter() - started, 1),
               "command": "edgeprune " + " ".join(argv), "message": message[:300] if status != "ok" else None,
               "stdout_tail": out.strip().splitlines()[-1][:300] if out.strip() else None,
-              "traceback": "Traceback" in err}
+              "traceback": "Traceback" in err, "lines_after_error": after_error or None,
+              "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
     record_path.parent.mkdir(parents=True, exist_ok=True)
     record_path.write_text(json.dumps(record, indent=2) + "\n")
     return record
@@ -164,7 +168,8 @@ def figures(folder: Path) -> dict:
 def render(rows: list[dict], meta: dict) -> str:
     lines = ["# keras.applications through edgeprune", "",
              f"Host: {meta['host']}; load average at start {meta['load_start']}, at end {meta['load_end']}.",
-             f"Command: `{meta['command']}`", "",
+             f"Command: `{meta['command']}` (cells: `python benchmarks/keras_applications.py --work WORK` "
+             "with the defaults; each cell's own edgeprune command and seconds are in the .json).", "",
              "Each cell is one `edgeprune` command: ok, refused (exit 2, one line: the message is below) "
              "or FAILED (traceback, crash or timeout). Fresh weights, one short epoch on the CIFAR-10 "
              "sample at 32x32, so accuracies are near chance and only the mechanics are measured.", "",
