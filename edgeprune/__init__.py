@@ -4,8 +4,9 @@ This file lists exactly what users may import. The stage functions live in `edge
 (`api.train`, `api.prune`, `api.convert`, `api.attack`, `api.evaluate`, `api.robustness`,
 `api.profile`, `api.compare`, `api.bench`): they cannot be attributes of the package itself,
 because the modules `edgeprune.train`, `edgeprune.convert`, ... carry the same names and Python
-binds a submodule onto its package when it is imported. Options and result types, the loaders
-and the error type are re-exported here.
+binds a submodule onto its package when it is imported. Options and result types, the loaders,
+`import_model` (a Keras 3 or foreign Keras file -> an edgeprune .h5) and the error type are
+re-exported here.
 
 Importing this package is cheap on purpose: names load on first use (no TensorFlow), so the
 device-side commands run on boards that only have the `[device]` extra.
@@ -25,10 +26,12 @@ _EXPORTS = {
     "load_model": "edgeprune.api",
     "load_predictor": "edgeprune.api",
     "load_dataset": "edgeprune.api",
+    "import_model": "edgeprune.api",
     # options
     "TrainOptions": "edgeprune.api",
     "PruneOptions": "edgeprune.api",
     "ConvertOptions": "edgeprune.api",
+    "ImportOptions": "edgeprune.api",
     "AttackOptions": "edgeprune.api",
     "EvaluateOptions": "edgeprune.api",
     "RobustnessOptions": "edgeprune.api",
@@ -40,6 +43,7 @@ _EXPORTS = {
     "TrainResult": "edgeprune.results",
     "PruneResult": "edgeprune.results",
     "ConvertResult": "edgeprune.results",
+    "ImportResult": "edgeprune.results",
     "TransferSetResult": "edgeprune.results",
     "EvaluateResult": "edgeprune.results",
     "RobustnessResult": "edgeprune.results",
@@ -52,22 +56,23 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "__version__", "api", "load_model", "load_predictor", "load_dataset",
-    "TrainOptions", "PruneOptions", "ConvertOptions", "AttackOptions", "EvaluateOptions", "RobustnessOptions",
+    "__version__", "api", "load_model", "load_predictor", "load_dataset", "import_model",
+    "TrainOptions", "PruneOptions", "ConvertOptions", "ImportOptions", "AttackOptions", "EvaluateOptions", "RobustnessOptions",
     "ProfileOptions", "CompareConfig", "from_args",
-    "Result", "TrainResult", "PruneResult", "ConvertResult", "TransferSetResult", "EvaluateResult",
+    "Result", "TrainResult", "PruneResult", "ConvertResult", "ImportResult", "TransferSetResult", "EvaluateResult",
     "RobustnessResult", "ProfileResult", "CompareResult", "BenchResult", "ModelFacts",
     "EdgepruneError",
 ]
 
 if TYPE_CHECKING:
     from edgeprune import api
-    from edgeprune.api import (AttackOptions, ConvertOptions, EvaluateOptions, ProfileOptions, PruneOptions,
-                               RobustnessOptions, TrainOptions, load_dataset, load_model, load_predictor)
+    from edgeprune.api import (AttackOptions, ConvertOptions, EvaluateOptions, ImportOptions, ProfileOptions,
+                               PruneOptions, RobustnessOptions, TrainOptions, import_model, load_dataset, load_model,
+                               load_predictor)
     from edgeprune.compare import CompareConfig
     from edgeprune.errors import EdgepruneError
     from edgeprune.options import from_args
-    from edgeprune.results import (BenchResult, CompareResult, ConvertResult, EvaluateResult, ModelFacts,
+    from edgeprune.results import (BenchResult, CompareResult, ConvertResult, EvaluateResult, ImportResult, ModelFacts,
                                    ProfileResult, PruneResult, Result, RobustnessResult, TrainResult,
                                    TransferSetResult)
 

@@ -25,12 +25,12 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.io import check_output, sidecar
 from edgeprune.options import CALL_NAMES, flag, option_names
 from edgeprune.pruning import PruneOptions, prune
-from edgeprune.results import (BenchResult, CompareResult, ConvertResult, EvaluateResult, ProfileResult,
+from edgeprune.results import (BenchResult, CompareResult, ConvertResult, EvaluateResult, ImportResult, ProfileResult,
                                RobustnessResult, TrainResult, TransferSetResult)
 from edgeprune.train import TrainConfig
 from edgeprune.vocab import (ARCHITECTURE_NAMES, ATTACK_PRESETS, AUTOATTACK_VERSIONS, BENCH_EXECUTORS,
-                             DATASETS_BY_NAME, INFERENCE_PRECISIONS, NORMS, PROFILE_ISOLATIONS, SPLITS,
-                             check_choice)
+                             DATASETS_BY_NAME, INFERENCE_PRECISIONS, INPUT_RANGES, NORMS, PROFILE_ISOLATIONS,
+                             SPLITS, check_choice)
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -41,9 +41,10 @@ if TYPE_CHECKING:
     from edgeprune.runtime import Predictor
 
 __all__ = [
-    "AttackOptions", "ConvertOptions", "EvaluateOptions", "ProfileOptions", "PruneOptions",
+    "AttackOptions", "ConvertOptions", "EvaluateOptions", "ImportOptions", "ProfileOptions", "PruneOptions",
     "RobustnessOptions", "STAGE_OPTIONS", "TrainOptions", "attack", "bench", "compare", "convert",
-    "evaluate", "load_dataset", "load_model", "load_predictor", "profile", "prune", "robustness", "train",
+    "evaluate", "import_model", "load_dataset", "load_model", "load_predictor", "profile", "prune", "robustness",
+    "train",
 ]
 
 
@@ -57,11 +58,15 @@ def load_model(path: str | os.PathLike, *, allow_unsafe: bool = False) -> tf.ker
     return load_keras_model(path, allow_unsafe=allow_unsafe)
 
 
-def load_predictor(path: str | os.PathLike, *, allow_unsafe: bool = False, threads: int | None = None) -> Predictor:
-    """A predictor (`.predict(x, batch_size)` -> logits) for .h5, .tflite or OpenVINO .xml."""
+def load_predictor(path: str | os.PathLike, *, allow_unsafe: bool = False, threads: int | None = None,
+                   input_range: str | None = None) -> Predictor:
+    """A predictor (`.predict(x, batch_size)` -> logits) for .h5, .keras, .tflite or OpenVINO .xml,
+    fed [0, 1] images: a model taking another range (`input_range`, else recorded, else
+    detected) gets them mapped (edgeprune.inputrange)."""
     from edgeprune.runtime import load
 
-    return load(path, allow_unsafe=allow_unsafe, threads=threads)
+    check_choice("input-range", input_range, INPUT_RANGES)
+    return load(path, allow_unsafe=allow_unsafe, threads=threads, input_range=input_range)
 
 
 def load_dataset(spec: str = "digits", *, limit_train: int | None = None, limit_test: int | None = None,
@@ -70,6 +75,31 @@ def load_dataset(spec: str = "digits", *, limit_train: int | None = None, limit_
     from edgeprune.data import load_dataset as load
 
     return load(spec, limit_train=limit_train, limit_test=limit_test, seed=seed)
+
+
+# --- import ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """How to import a Keras 3 (.keras / .h5) or foreign Keras 2 model."""
+
+    input_range: str | None = None  # what the model takes; None: recorded, else detected, else 0,1
+
+    def __post_init__(self) -> None:
+        check_choice("input-range", self.input_range, INPUT_RANGES)
+
+
+def import_model(model: str | os.PathLike, output: str | os.PathLike, options: ImportOptions | None = None, *,
+                 force: bool = False, allow_unsafe: bool = False) -> ImportResult:
+    """Translate `model` (.keras, Keras 3 or Keras 2 .h5) into a Keras 2 .h5 every stage reads,
+    without running code from the file, with its record inside and OUTPUT.json beside it
+    (source format, Keras version, what was translated, the input range)."""
+    from edgeprune.keras3 import import_model as translate
+
+    options = options or ImportOptions()
+    record = translate(Path(model), Path(output), input_range=options.input_range, allow_unsafe=allow_unsafe,
+                       overwrite=force)
+    return ImportResult(record=record, paths=(Path(output), sidecar(output)))
 
 
 # --- train ----------------------------------------------------------------------------------
@@ -82,10 +112,12 @@ class TrainOptions(TrainConfig):
     dataset: str = "digits"
     limit_train: int | None = None
     limit_test: int | None = flag(None, name="limit")
+    input_range: str | None = None  # train a model taking this range (INPUT_RANGES), recorded in it
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURE_NAMES:
             raise EdgepruneError(f"unknown architecture {self.arch!r}; expected one of {', '.join(ARCHITECTURE_NAMES)}")
+        check_choice("input-range", self.input_range, INPUT_RANGES)
         super().__post_init__()
 
     def config(self) -> TrainConfig:
@@ -97,6 +129,7 @@ def train(options: TrainOptions, output: str | os.PathLike, *, force: bool = Fal
           progress: bool = True) -> TrainResult:
     """Train `options.arch` and save it as a Keras .h5 (with its dataset recorded) and OUT.json."""
     from edgeprune.data import load_dataset as load
+    from edgeprune.inputrange import dataset_for_model, parse_input_range
     from edgeprune.io import versions, write_json
     from edgeprune.modelio import save_keras_model
     from edgeprune.train import train_model
@@ -105,11 +138,16 @@ def train(options: TrainOptions, output: str | os.PathLike, *, force: bool = Fal
     config = options.config()
     data = load(options.dataset, limit_train=options.limit_train, limit_test=options.limit_test,
                 seed=options.seed)
+    input_range = parse_input_range(options.input_range) if options.input_range is not None else None
+    if input_range is not None:  # a model that takes this range (e.g. 0,255) is trained on it
+        data = dataset_for_model(data, input_range)
     model, result = train_model(config, data, progress=progress)
     result["dataset_spec"] = options.dataset
     result["versions"] = versions()
     metadata = {key: result[key] for key in ("arch", "dataset", "dataset_fingerprint",
                                              "num_classes", "class_names", "input_shape")}
+    if input_range is not None:
+        metadata["input_range"] = result["input_range"] = input_range.as_dict()
     save_keras_model(model, output, metadata=metadata)
     record = {"schema": TrainResult.SCHEMA, **result}
     write_json(sidecar(output), record)
@@ -125,6 +163,11 @@ class ConvertOptions(ConvertConfig):
 
     dataset: str | None = None  # None: the dataset the model records, when it loads by name
     no_verify: bool = False
+    input_range: str | None = None  # None: the model's recorded range, else detected, else 0,1
+
+    def __post_init__(self) -> None:
+        check_choice("input-range", self.input_range, INPUT_RANGES)
+        super().__post_init__()
 
     def config(self) -> ConvertConfig:
         """The conversion settings alone (`no_verify` as verify=0)."""
@@ -167,7 +210,7 @@ def convert(model: str | os.PathLike, options: ConvertOptions, output: str | os.
         check_output(output.with_suffix(".bin"), force=force)
     data, spec = resolve_dataset(options.dataset, model, needed=config.needs_data, seed=options.seed)
     record = convert_model(model, output, config, dataset=data, dataset_spec=spec,
-                           allow_unsafe=allow_unsafe, progress=progress)
+                           allow_unsafe=allow_unsafe, progress=progress, input_range=options.input_range)
     return ConvertResult(record=record, paths=(output, report_path))
 
 
@@ -189,8 +232,10 @@ class AttackOptions:
     preset: str | None = None
     batch_size: int = 128
     seed: int = 0
+    input_range: str | None = None  # what the model takes; images and eps stay in [0, 1] units
 
     def __post_init__(self) -> None:
+        check_choice("input-range", self.input_range, INPUT_RANGES)
         check_choice("split", self.split, SPLITS)
         check_choice("norm", self.norm, NORMS)
         check_choice("preset", self.preset, ATTACK_PRESETS)
@@ -221,7 +266,7 @@ def attack(model: str | os.PathLike, options: AttackOptions, output: str | os.Pa
     for path in (npz_path, json_path):
         check_output(path, force=force)
     record = craft_transfer_set(model, options.dataset, config, output, split=options.split, limit=options.limit,
-                                progress=progress, allow_unsafe=allow_unsafe)
+                                progress=progress, allow_unsafe=allow_unsafe, input_range=options.input_range)
     return TransferSetResult(record=record, paths=(npz_path, json_path))
 
 
@@ -237,9 +282,11 @@ class EvaluateOptions:
     limit: int | None = None
     batch_size: int = 256
     inference_precision: str = "default"
+    input_range: str | None = None  # for every model; None: each model's recorded or detected range
 
     def __post_init__(self) -> None:
         check_choice("inference-precision", self.inference_precision, INFERENCE_PRECISIONS)
+        check_choice("input-range", self.input_range, INPUT_RANGES)
         if not self.sets and not self.dataset:
             raise EdgepruneError("nothing to evaluate on: give --sets and/or --dataset")
 
@@ -253,7 +300,7 @@ def evaluate(models: Sequence[str | os.PathLike], options: EvaluateOptions, outp
 
     record = evaluate_models(list(models), list(options.sets), dataset_spec=options.dataset, limit=options.limit,
                              batch_size=options.batch_size, allow_unsafe=allow_unsafe, progress=progress,
-                             inference_precision=options.inference_precision)
+                             inference_precision=options.inference_precision, input_range=options.input_range)
     paths = tuple(write_report(record, output)) if output else ()
     return EvaluateResult(record=record, paths=paths)
 
@@ -273,8 +320,10 @@ class RobustnessOptions:
     limit: int | None = None
     batch_size: int = 256
     seed: int = 0
+    input_range: str | None = None  # for every model; None: each model's recorded or detected range
 
     def __post_init__(self) -> None:
+        check_choice("input-range", self.input_range, INPUT_RANGES)
         check_choice("autoattack", self.autoattack, AUTOATTACK_VERSIONS)
         check_choice("norm", self.norm, NORMS)
         if self.curve and self.autoattack:
@@ -301,7 +350,7 @@ def robustness(models: Sequence[str | os.PathLike], options: RobustnessOptions,
         record, curves = evaluate_curves(model_list, dataset_spec=options.dataset, limit=options.limit, norm=norm,
                                          steps=options.fmn_steps, tune=options.tune, eps_report=eps_report,
                                          batch_size=options.batch_size, allow_unsafe=allow_unsafe,
-                                         progress=progress)
+                                         progress=progress, input_range=options.input_range)
         if output:
             paths = write_curves(record, curves, output)
     else:
@@ -311,7 +360,7 @@ def robustness(models: Sequence[str | os.PathLike], options: RobustnessOptions,
         record = evaluate_autoattack(model_list, eps=eps, dataset_spec=options.dataset, limit=options.limit,
                                      norm=norm, version=options.autoattack or "standard", seed=options.seed,
                                      batch_size=options.batch_size, allow_unsafe=allow_unsafe,
-                                     progress=progress)
+                                     progress=progress, input_range=options.input_range)
         if output:
             paths = write_autoattack(record, output)
     return RobustnessResult(record=record, paths=tuple(paths))
@@ -335,10 +384,12 @@ class ProfileOptions:
     input_shape: tuple[int, ...] | None = None
     seed: int = 0
     inference_precision: str = "default"
+    input_range: str | None = None  # the random [0, 1] batch is mapped to it; None: recorded or detected
 
     def __post_init__(self) -> None:
         check_choice("isolation", self.isolation, PROFILE_ISOLATIONS)
         check_choice("inference-precision", self.inference_precision, INFERENCE_PRECISIONS)
+        check_choice("input-range", self.input_range, INPUT_RANGES)
 
     @property
     def cpu_count(self) -> int:
@@ -353,7 +404,7 @@ class ProfileOptions:
         return ProfileConfig(batches=self.batch, threads=self.threads or (self.cpu_count,), cpus=cpus,
                              runs=self.runs, min_time_s=self.min_time_s, warmup=self.warmup,
                              warmup_time_s=self.warmup_time_s, isolation=self.isolation, seed=self.seed,
-                             input_shape=self.input_shape, allow_unsafe=allow_unsafe,
+                             input_shape=self.input_shape, input_range=self.input_range, allow_unsafe=allow_unsafe,
                              inference_precision=self.inference_precision)
 
 
@@ -419,6 +470,7 @@ STAGE_OPTIONS: dict[str, tuple[type, ...]] = {
     "attack": (AttackOptions,),
     "evaluate": (EvaluateOptions, RobustnessOptions),
     "profile": (ProfileOptions,),
+    "import": (ImportOptions,),  # not a bench stage; listed so the CLI is checked against it
 }
 
 
@@ -426,6 +478,7 @@ STAGE_OPTIONS: dict[str, tuple[type, ...]] = {
 STAGE_CALL_NAMES: dict[str, tuple[str, ...]] = {
     "train": ("output", "force", "quiet"),
     "evaluate": ("output", "quiet", "allow-unsafe"),
+    "import": ("output", "force", "allow-unsafe"),
 }
 
 

@@ -335,13 +335,18 @@ def _move_into_place(converted: Path, output: Path) -> None:
 
 def convert_model(source: str | os.PathLike, output: str | os.PathLike, config: ConvertConfig, *,
                   dataset: "Dataset | None" = None, dataset_spec: str | None = None,
-                  allow_unsafe: bool = False, progress: bool = True) -> dict:
+                  allow_unsafe: bool = False, progress: bool = True, input_range: str | None = None) -> dict:
     """Convert `source` (.h5) to `output`, verify it, move it into place and write its report
     (`report_path_for(output)`); return the report.
+
+    The converted model takes what the source takes: calibration and verification images
+    ([0, 1]) are mapped to the model's input range (declared, recorded or detected), which the
+    report records so `runtime.load` feeds the converted model the same way.
 
     Raises VerificationError (nothing written) when top-1 agreement on `config.verify` test
     images is below `config.agreement_bound`.
     """
+    from edgeprune.inputrange import announce, resolve_input_range
     from edgeprune.io import sha256_file, versions, write_json
     from edgeprune.modelio import load_keras_model, read_metadata
     from edgeprune.modelstats import layer_stats, model_stats
@@ -365,7 +370,9 @@ def convert_model(source: str | os.PathLike, output: str | os.PathLike, config: 
         stats = model_stats(model)
         zero_filters = sum(layer.filters_zero for layer in layer_stats(model)
                            if layer.kind in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D"))
-        calibration = (calibration_images(dataset, config.calibration, seed=config.seed)
+        resolved = resolve_input_range(input_range, metadata=read_metadata(source), model=model)
+        announce(resolved)
+        calibration = (resolved.input_range.to_model(calibration_images(dataset, config.calibration, seed=config.seed))
                        if config.precision == "int8" and dataset is not None else None)
         advance(1, "loaded")
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -384,6 +391,7 @@ def convert_model(source: str | os.PathLike, output: str | os.PathLike, config: 
             verification: dict = {"skipped": True}
             if config.verify > 0 and dataset is not None:
                 x_verify, y_verify = verification_split(dataset, config.verify, seed=config.seed)
+                x_verify = resolved.input_range.to_model(x_verify)
                 figures = compare_logits(_keras_logits(model, x_verify, config.batch_size),
                                          predictor.predict(x_verify, config.batch_size), y_verify)
                 bound = config.agreement_bound
@@ -432,6 +440,7 @@ def convert_model(source: str | os.PathLike, output: str | os.PathLike, config: 
             "matches_model_record": (None if not recorded_fingerprint
                                      else recorded_fingerprint == dataset.fingerprint("test"))},
         "verification": verification,
+        "input_range": resolved.record(),
         "runtime": predictor.info["runtime"],
         "versions": versions(),
         "seconds": {"convert": round(convert_seconds, 3), "total": round(time.perf_counter() - started, 3)},

@@ -22,6 +22,7 @@ from edgeprune.attacks.transferset import TransferSet, load_transfer_set
 from edgeprune.errors import EdgepruneError
 from edgeprune.io import atomic_path, atomic_write_text, sha256_file, versions, write_json
 from edgeprune.runtime import inference_label
+from edgeprune.vocab import KERAS_SUFFIXES
 from edgeprune.tables import csv_table, markdown_table
 from edgeprune.vocab import check_fit
 
@@ -52,7 +53,7 @@ def model_lineage(path: Path) -> tuple[str | None, str | None, str | None]:
     """(parent sha256, dataset name, sparsity label) from a model's metadata or conversion record."""
     from edgeprune.runtime import _conversion_record
 
-    if path.suffix.lower() in (".h5", ".hdf5"):
+    if path.suffix.lower() in KERAS_SUFFIXES:
         from edgeprune.modelio import read_metadata
 
         meta = read_metadata(path)
@@ -66,7 +67,8 @@ def model_lineage(path: Path) -> tuple[str | None, str | None, str | None]:
 
 
 def load_models(paths: list[str | os.PathLike], *, allow_unsafe: bool = False,
-                threads: int | None = None, inference_precision: str | None = None) -> list[ModelEntry]:
+                threads: int | None = None, inference_precision: str | None = None,
+                input_range: str | None = None) -> list[ModelEntry]:
     from edgeprune.runtime import load
 
     entries: list[ModelEntry] = []
@@ -74,7 +76,7 @@ def load_models(paths: list[str | os.PathLike], *, allow_unsafe: bool = False,
     for raw in paths:
         path = Path(raw)
         predictor = load(path, allow_unsafe=allow_unsafe, threads=threads,
-                         inference_precision=inference_precision)
+                         inference_precision=inference_precision, input_range=input_range)
         parent, dataset, _ = model_lineage(path)
         label = path.name
         while label in labels:
@@ -112,11 +114,13 @@ def check_set_dataset(transfer: TransferSet, dataset) -> None:
 def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.PathLike], *,
              dataset_spec: str | None = None, limit: int | None = None, batch_size: int = 256,
              allow_unsafe: bool = False, progress: bool = False,
-             inference_precision: str | None = None) -> dict[str, Any]:
+             inference_precision: str | None = None, input_range: str | None = None) -> dict[str, Any]:
     """The accuracy matrix (clean split + each set) x models, with views (a) and (b).
 
     `inference_precision` (edgeprune.runtime.INFERENCE_PRECISIONS, None = "default": what each
     runtime picks on this host) is how the runtimes compute; what ran is recorded per model.
+    Images stay in [0, 1]; each model is fed its input range (`input_range` for all, else each
+    model's recorded or detected one).
     """
     from edgeprune.data import load_dataset
     from edgeprune.progress import progress_task
@@ -134,7 +138,8 @@ def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.Path
     for transfer in sets:
         if dataset is not None:
             check_set_dataset(transfer, dataset)
-    models = load_models(model_paths, allow_unsafe=allow_unsafe, inference_precision=inference_precision)
+    models = load_models(model_paths, allow_unsafe=allow_unsafe, inference_precision=inference_precision,
+                         input_range=input_range)
     for transfer in sets:
         for model in models:
             check_set_fits(transfer, model)
@@ -172,7 +177,7 @@ def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.Path
                     "inference_precision_requested": m.info.get("inference_precision_requested"),
                     "delegate": m.info.get("delegate"), "runs_at": inference_label(m.info),
                     "input_shape": m.info.get("input_shape"), "num_classes": m.info.get("num_classes"),
-                    "sparsity": model_lineage(m.path)[2]} for m in models],
+                    "input_range": m.info.get("input_range"), "sparsity": model_lineage(m.path)[2]} for m in models],
         "sets": [{"name": s.name, "path": str(s.path), "attack": s.attack, "norm": s.record["attack"]["norm"],
                   "eps": s.record["attack"]["eps"], "params": s.record["attack"]["params"],
                   "images": int(len(s.y)), "source_model": s.record["source_model"],

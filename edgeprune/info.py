@@ -6,6 +6,7 @@ import gzip
 from pathlib import Path
 
 from edgeprune.runtime import file_bytes
+from edgeprune.vocab import KERAS_SUFFIXES
 
 
 def gzip_bytes(path: str | Path) -> int:
@@ -38,7 +39,7 @@ def keras_model_info(path: str | Path, *, allow_unsafe: bool = False) -> dict:
 
 def model_info(path: str | Path, *, allow_unsafe: bool = False) -> dict:
     path = Path(path)
-    if path.suffix.lower() in (".h5", ".hdf5"):
+    if path.suffix.lower() in KERAS_SUFFIXES:
         return keras_model_info(path, allow_unsafe=allow_unsafe)
     from edgeprune.runtime import load
 

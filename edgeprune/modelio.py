@@ -3,7 +3,9 @@
 A `.h5` from a user is untrusted: a `Lambda` layer stores Python bytecode that Keras runs
 while loading, and custom objects need user code. The model config is therefore read with
 h5py and checked *before* Keras sees the file; such models are refused unless the user opts
-in with `allow_unsafe=True` (`--allow-unsafe`). Writes are atomic, and carry a small JSON
+in with `allow_unsafe=True` (`--allow-unsafe`). Files written by Keras 3 (`.keras` archives and
+Keras-3 `.h5`) go through `edgeprune.keras3`: read with zipfile/h5py, translated to a Keras 2
+config and rebuilt from built-in classes, under the same refusals. Writes are atomic, and carry a small JSON
 record (`edgeprune` attribute) of where the model came from (dataset, classes, arch).
 """
 
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.io import atomic_path
+from edgeprune.vocab import KERAS_SUFFIXES
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -26,6 +29,11 @@ METADATA_ATTR = "edgeprune"
 SAFE_CONTAINERS = {"Functional", "Sequential", "Model", "InputLayer", "TFOpLambda",
                    "SlicingOpLambda"}
 CODE_CARRYING = {"Lambda"}
+
+
+def is_keras_file(path: str | os.PathLike) -> bool:
+    """A Keras model file edgeprune loads with TensorFlow (Keras 2 or Keras 3 `.h5`, `.keras`)."""
+    return Path(path).suffix.lower() in KERAS_SUFFIXES
 
 
 def _read_h5_config(path: Path) -> tuple[dict, dict]:
@@ -49,18 +57,23 @@ def _read_h5_config(path: Path) -> tuple[dict, dict]:
     return config, meta
 
 
-def _layer_classes(config: Any) -> list[tuple[str, str]]:
-    """(class_name, layer name) of every layer, nested models included."""
-    found: list[tuple[str, str]] = []
+def _serialized_layers(config: Any) -> list[dict]:
+    """Every {"class_name": ..., "config": {...}} object in a config, nested models included."""
+    found: list[dict] = []
     if isinstance(config, dict):
         if "class_name" in config and isinstance(config.get("config"), dict):
-            found.append((config["class_name"], str(config["config"].get("name", "?"))))
+            found.append(config)
         for value in config.values():
-            found.extend(_layer_classes(value))
+            found.extend(_serialized_layers(value))
     elif isinstance(config, list):
         for item in config:
-            found.extend(_layer_classes(item))
+            found.extend(_serialized_layers(item))
     return found
+
+
+def _layer_classes(config: Any) -> list[tuple[str, str]]:
+    """(class_name, layer name) of every layer, nested models included."""
+    return [(entry["class_name"], str(entry["config"].get("name", "?"))) for entry in _serialized_layers(config)]
 
 
 def _builtin_layer_names() -> set[str]:
@@ -94,7 +107,9 @@ def check_model_config(config: dict, path: Path | str, *, allow_unsafe: bool) ->
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """The edgeprune record stored in a `.h5` (empty for models made elsewhere)."""
+    """The edgeprune record stored in a `.h5` (empty for models made elsewhere and `.keras`)."""
+    if Path(path).suffix.lower() == ".keras":
+        return {}
     return _read_h5_config(Path(path))[1]
 
 
@@ -103,8 +118,12 @@ def load_keras_model(path: str | os.PathLike, *, allow_unsafe: bool = False) -> 
     path = Path(path)
     if not path.is_file():
         raise EdgepruneError(f"{path}: no such model file")
-    if path.suffix.lower() not in (".h5", ".hdf5"):
-        raise EdgepruneError(f"{path}: expected a Keras .h5 model")
+    if not is_keras_file(path):
+        raise EdgepruneError(f"{path}: expected a Keras .h5 or .keras model")
+    if is_keras3_file(path):
+        from edgeprune.keras3 import load_keras3_model
+
+        return load_keras3_model(path, allow_unsafe=allow_unsafe)[0]
     config, _ = _read_h5_config(path)
     check_model_config(config, path, allow_unsafe=allow_unsafe)
     import tensorflow as tf
@@ -114,6 +133,17 @@ def load_keras_model(path: str | os.PathLike, *, allow_unsafe: bool = False) -> 
     except Exception as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise EdgepruneError(f"{path}: Keras could not load it ({first_line})") from None
+
+
+def is_keras3_file(path: str | os.PathLike) -> bool:
+    """A `.keras` archive, or a `.h5` that Keras 3 wrote (read through `edgeprune.keras3`)."""
+    from edgeprune.keras3 import h5_keras_version, is_keras3_config
+
+    path = Path(path)
+    if path.suffix.lower() == ".keras":
+        return True
+    config, _ = _read_h5_config(path)  # also turns unreadable files into one-line errors
+    return is_keras3_config(config, h5_keras_version(path))
 
 
 def save_keras_model(model: "tf.keras.Model", path: str | os.PathLike,
@@ -129,7 +159,26 @@ def save_keras_model(model: "tf.keras.Model", path: str | os.PathLike,
             # Keras calls .h5 "legacy"; it is the card's format and what edge tools consume.
             warnings.filterwarnings("ignore", message=".*HDF5 file.*", category=UserWarning)
             model.save(tmp, save_format="h5", include_optimizer=False)
-        if metadata:
-            with h5py.File(tmp, "a") as handle:
+        with h5py.File(tmp, "a") as handle:
+            if metadata:
                 handle.attrs[METADATA_ATTR] = json.dumps(metadata, default=str)
+            _keep_keras3_loadable(handle)
     return path
+
+
+def _keep_keras3_loadable(handle: Any) -> None:
+    """Keras 2.15 writes `groups: 1` into DepthwiseConv2D configs, which Keras 3 rejects
+    ("Unrecognized keyword arguments ... groups"); 1 is the default either way, so drop it."""
+    raw = handle.attrs.get("model_config")
+    if raw is None:
+        return
+    config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    changed = False
+    for entry in _serialized_layers(config):
+        inner = entry.get("config", {})
+        if entry.get("class_name") == "DepthwiseConv2D" and inner.get("groups") == 1:
+            del inner["groups"]
+            changed = True
+    if changed:
+        handle.attrs["model_config"] = json.dumps(config)
+

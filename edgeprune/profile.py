@@ -54,6 +54,7 @@ class ProfileConfig:
     isolation: str = "process"
     seed: int = 0
     input_shape: tuple[int, ...] | None = None  # override for models with dynamic H/W/C
+    input_range: str | None = None  # the [0, 1] batch is fed in it; None: recorded, detected or 0,1
     allow_unsafe: bool = False
     # How the runtime computes (edgeprune.vocab.INFERENCE_PRECISIONS); "default" measures what
     # the runtime picks on this host, as deployed. What ran is read back into every cell.
@@ -211,7 +212,7 @@ def _cpu_busy_jiffies(cpus: Sequence[int] | None) -> int | None:
 def model_format(path: str | os.PathLike) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in RUNTIME_BY_SUFFIX:
-        raise EdgepruneError(f"{path}: unsupported model format {suffix!r}; expected .h5, .tflite or .xml")
+        raise EdgepruneError(f"{path}: unsupported model format {suffix!r}; expected .h5, .keras, .tflite or .xml")
     return RUNTIME_BY_SUFFIX[suffix]
 
 
@@ -353,7 +354,7 @@ def measure_cells(path: str | os.PathLike, batches: Sequence[int], threads: int,
         threads_applied = _apply_keras_threads(threads) if fmt == "keras" else True
         load_start = time.perf_counter()
         predictor = runtime.load(path, allow_unsafe=config.allow_unsafe, threads=threads,
-                                 inference_precision=config.inference_precision)
+                                 inference_precision=config.inference_precision, input_range=config.input_range)
         load_s = time.perf_counter() - load_start
         info = dict(getattr(predictor, "info", {}) or {})
         shape = _input_shape(predictor, config.input_shape, path)
@@ -386,7 +387,8 @@ def measure_cells(path: str | os.PathLike, batches: Sequence[int], threads: int,
                 "runs_at": runtime.inference_label(predictor.info),
                 "batch": int(batch), "threads": int(threads), "threads_applied": threads_applied,
                 "cpus": list(allowed_cpus() or []),
-                "input_shape": list(shape), "warmup_runs": warmups, "runs": len(samples),
+                "input_shape": list(shape), "input_range": (info.get("input_range") or {}).get("label"),
+                "warmup_runs": warmups, "runs": len(samples),
                 "timed_s": round(sum(samples) / 1000.0, 3), "load_s": round(load_s, 3),
                 **summarize_latency(samples, batch),
                 "cpu_ms": {k: round(float(v), 4) for k, v in

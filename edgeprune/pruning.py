@@ -20,7 +20,8 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.io import check_output, sidecar
 from edgeprune.options import flag
 from edgeprune.results import PruneResult
-from edgeprune.vocab import NNCF_CRITERIA, PRUNE_METHODS, TFMOT_SCHEDULES, TFMOT_SCOPES, check_choice, check_fit
+from edgeprune.vocab import (INPUT_RANGES, NNCF_CRITERIA, PRUNE_METHODS, TFMOT_SCHEDULES, TFMOT_SCOPES, check_choice,
+                             check_fit)
 
 DEFAULT_EPOCHS = 5
 # Options that belong to one method; given to the other, they are a mistake.
@@ -47,6 +48,7 @@ class PruneOptions:
     learning_rate: float = flag(0.01, name="lr")
     batch_size: int = 128
     seed: int = 0
+    input_range: str | None = None  # what the model takes (INPUT_RANGES); None: recorded, else detected, else 0,1
     # tfmot
     sparsity: float | None = None  # default 0.5 unless a pattern is given
     schedule: str | None = None  # default polynomial
@@ -78,6 +80,7 @@ class PruneOptions:
         check_choice("schedule", self.schedule, TFMOT_SCHEDULES)
         check_choice("scope", self.scope, TFMOT_SCOPES)
         check_choice("criterion", self.criterion, NNCF_CRITERIA)
+        check_choice("input-range", self.input_range, INPUT_RANGES)
 
     @property
     def fine_tune_epochs(self) -> int:
@@ -236,6 +239,7 @@ def prune(model: str | os.PathLike, options: PruneOptions, output: str | os.Path
 
     from edgeprune.data import load_dataset
     from edgeprune.info import gzip_bytes
+    from edgeprune.inputrange import announce, dataset_for_model, resolve_input_range
     from edgeprune.io import sha256_file, versions
     from edgeprune.modelio import load_keras_model, read_metadata
     from edgeprune.modelstats import model_stats
@@ -247,6 +251,11 @@ def prune(model: str | os.PathLike, options: PruneOptions, output: str | os.Path
     data = load_dataset(options.dataset, limit_train=options.limit_train, limit_test=options.limit_test,
                         seed=options.seed)
     check_fit(data, input_shape=base.input_shape[1:], num_classes=int(base.output_shape[-1]), model=str(source))
+    resolved_range = resolve_input_range(options.input_range, metadata=base_meta, model=base)
+    announce(resolved_range)
+    data = dataset_for_model(data, resolved_range.input_range)  # fine-tuned and measured on what it takes
+    if not resolved_range.input_range.is_unit:  # recorded in the pruned model, so later commands feed it so
+        base_meta = {**base_meta, "input_range": resolved_range.input_range.as_dict()}
     x_test, y_test = data.split("test")
     base_stats = model_stats(base)
     accuracy_before = accuracy(base, x_test, y_test)
@@ -291,5 +300,6 @@ def prune(model: str | os.PathLike, options: PruneOptions, output: str | os.Path
         targets=targets, extra_models=extra_models,
         files={"base_bytes": source.stat().st_size, "base_gzip_bytes": gzip_bytes(source)},
     )
+    report["input_range"] = resolved_range.record()
     written = _write_outputs(models, report, output, started)
     return PruneResult(record=report, paths=(output, *[p for p in written if p != output]))

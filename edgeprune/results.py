@@ -202,6 +202,26 @@ class ConvertResult(Result):
 
 
 @dataclass(frozen=True)
+class ImportResult(Result):
+    """`edgeprune import`: a Keras 3 / foreign Keras model written as an edgeprune Keras 2 .h5."""
+
+    SCHEMA: ClassVar[str] = "edgeprune.import/1"
+
+    @property
+    def output(self) -> Path | None:
+        return self.paths[0] if self.paths else None
+
+    @property
+    def source_format(self) -> str | None:
+        return self.record.get("source_format")
+
+    @property
+    def input_range(self) -> Mapping[str, Any]:
+        """{low, high, label, source (declared/recorded/detected/default), reason}."""
+        return self.record.get("input_range") or {}
+
+
+@dataclass(frozen=True)
 class TransferSetResult(Result):
     """`attack`: a transfer set (NAME.npz) and its provenance record (NAME.json)."""
 

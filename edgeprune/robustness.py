@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.vocab import KERAS_SUFFIXES
 from edgeprune.io import atomic_path, atomic_write_text, sha256_file, versions, write_json
 from edgeprune.tables import csv_table, markdown_table
 
@@ -245,7 +246,7 @@ def _load_split(dataset_spec: str | None, model_paths: Sequence[Path], limit: in
     if dataset_spec is None:
         from edgeprune.modelio import read_metadata
 
-        names = {read_metadata(p).get("dataset") for p in model_paths if p.suffix.lower() in (".h5", ".hdf5")}
+        names = {read_metadata(p).get("dataset") for p in model_paths if p.suffix.lower() in KERAS_SUFFIXES}
         names.discard(None)
         if len(names) != 1:
             raise EdgepruneError("give --dataset: the models' metadata does not name one dataset")
@@ -257,20 +258,29 @@ def _load_split(dataset_spec: str | None, model_paths: Sequence[Path], limit: in
     return dataset, x, y
 
 
-def _keras_only(path: Path, what: str, allow_unsafe: bool):
+def _keras_only(path: Path, what: str, allow_unsafe: bool, input_range: str | None = None) -> tuple[Any, dict]:
+    """(the Keras model at `path` fed [0, 1] images, the record of its input range)."""
     from edgeprune.modelio import load_keras_model
 
-    if path.suffix.lower() not in (".h5", ".hdf5"):
-        raise EdgepruneError(f"{path}: {what} needs gradients, so a Keras .h5 model; "
+    if path.suffix.lower() not in KERAS_SUFFIXES:
+        raise EdgepruneError(f"{path}: {what} needs gradients, so a Keras .h5 or .keras model; "
                              f"{path.suffix} models run the black-box Square stage (--autoattack)")
-    return load_keras_model(path, allow_unsafe=allow_unsafe)
+    from edgeprune.inputrange import announce, resolve_input_range, with_input_range
+    from edgeprune.modelio import read_metadata
+
+    model = load_keras_model(path, allow_unsafe=allow_unsafe)
+    resolved = resolve_input_range(input_range, metadata=read_metadata(path), model=model)
+    announce(resolved)
+    return with_input_range(model, resolved.input_range), resolved.record()  # images and eps stay in [0, 1] units
 
 
 def evaluate_curves(model_paths: Sequence[str | os.PathLike], *, dataset_spec: str | None = None,
                     limit: int | None = None, norm: str = "linf", steps: int = 100, tune: bool = True,
                     calibration: int = 32, eps_report: Sequence[float] = (), batch_size: int = 128,
-                    allow_unsafe: bool = False, progress: bool = False) -> tuple[dict, list[RobustnessCurve]]:
-    """FMN robustness curves of several Keras models on one dataset's test split."""
+                    allow_unsafe: bool = False, progress: bool = False,
+                    input_range: str | None = None) -> tuple[dict, list[RobustnessCurve]]:
+    """FMN robustness curves of several Keras models on one dataset's test split; each model
+    is fed its input range (`input_range` for all, else its recorded or detected one)."""
     from edgeprune.attacks.registry import normalize_norm
 
     norm = normalize_norm(norm)
@@ -281,10 +291,11 @@ def evaluate_curves(model_paths: Sequence[str | os.PathLike], *, dataset_spec: s
     dataset, x, y = _load_split(dataset_spec, paths, limit)
     curves = []
     for path in paths:
-        model = _keras_only(path, "an FMN curve", allow_unsafe)
+        model, range_record = _keras_only(path, "an FMN curve", allow_unsafe, input_range)
         curve, _ = fmn_curve(model, x, y, label=path.name, norm=norm, steps=steps, tune=tune,
                              calibration=calibration, batch_size=batch_size, progress=progress)
-        curves.append(replace(curve, source={"path": str(path), "sha256": sha256_file(path)}))
+        curves.append(replace(curve, source={"path": str(path), "sha256": sha256_file(path),
+                                                   "input_range": range_record}))
     report = curves_report(curves, eps_report=eps_report, dataset={
         "name": dataset.name, "split": "test", "images": int(len(x)), "fingerprint": dataset.fingerprint("test")})
     return report, curves
@@ -293,8 +304,9 @@ def evaluate_curves(model_paths: Sequence[str | os.PathLike], *, dataset_spec: s
 def evaluate_autoattack(model_paths: Sequence[str | os.PathLike], *, eps: float, dataset_spec: str | None = None,
                         limit: int | None = None, norm: str = "linf", version: str = "standard",
                         seed: int = 0, batch_size: int = 128, allow_unsafe: bool = False,
-                        progress: bool = False) -> dict[str, Any]:
-    """AutoAttack on each model: Keras models get all stages, .tflite/.xml the black-box Square."""
+                        progress: bool = False, input_range: str | None = None) -> dict[str, Any]:
+    """AutoAttack on each model: Keras models get all stages, .tflite/.xml the black-box Square;
+    each is fed its input range (`input_range` for all, else its recorded or detected one)."""
     from edgeprune.attacks.autoattack import AutoAttackConfig, bucketed_predict, numpy_predict, run_autoattack
     from edgeprune.attacks.runner import logits_function
     from edgeprune.runtime import load
@@ -311,14 +323,17 @@ def evaluate_autoattack(model_paths: Sequence[str | os.PathLike], *, eps: float,
     rows = []
     for path in paths:
         started = time.perf_counter()
-        if path.suffix.lower() in (".h5", ".hdf5"):
-            model_fn, _ = logits_function(_keras_only(path, "AutoAttack", allow_unsafe), probe=x)
+        if path.suffix.lower() in KERAS_SUFFIXES:
+            keras_model, range_record = _keras_only(path, "AutoAttack", allow_unsafe, input_range)
+            model_fn, _ = logits_function(keras_model, probe=x)
             predict = numpy_predict(model_fn, batch_size)
         else:
             model_fn = None
-            predict = bucketed_predict(load(path, allow_unsafe=allow_unsafe).predict, batch_size)
+            predictor = load(path, allow_unsafe=allow_unsafe, input_range=input_range)
+            range_record = predictor.info["input_range"]
+            predict = bucketed_predict(predictor.predict, batch_size)
         result = run_autoattack(model_fn, x, y, config, predict=predict, progress=progress)
-        rows.append({"label": path.name, "path": str(path), "sha256": sha256_file(path),
+        rows.append({"label": path.name, "path": str(path), "sha256": sha256_file(path), "input_range": range_record,
                      **{k: v for k, v in result.summary().items() if k not in ("schema", "config")},
                      "seconds": round(time.perf_counter() - started, 3)})
     return {"schema": AUTOATTACK_SCHEMA, "config": config.as_dict(),

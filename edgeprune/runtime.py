@@ -491,17 +491,20 @@ def _load_openvino(path: Path, *, allow_unsafe: bool = False, threads: int | Non
 LOADERS: dict[str, Callable[..., Predictor]] = {
     ".h5": _load_keras,
     ".hdf5": _load_keras,
+    ".keras": _load_keras,
     ".tflite": _load_tflite,
     ".xml": _load_openvino,
 }
 
 
 def load(path: str | os.PathLike, *, allow_unsafe: bool = False, threads: int | None = None,
-         inference_precision: str | None = None) -> Predictor:
+         inference_precision: str | None = None, input_range: str | None = None) -> Predictor:
     """Load any supported model file behind the common `Predictor` interface.
 
     `inference_precision` (INFERENCE_PRECISIONS; None = "default") is how the runtime computes;
-    what actually ran is read back into `info["inference_precision"]`.
+    what actually ran is read back into `info["inference_precision"]`. The predictor takes [0, 1]
+    images; a model taking another range (`input_range`, else its record, else detected from a
+    Keras model) is fed x * (high - low) + low (edgeprune.inputrange).
     """
     inference_precision = check_inference_precision(inference_precision)
     path = Path(path)
@@ -512,4 +515,7 @@ def load(path: str | os.PathLike, *, allow_unsafe: bool = False, threads: int | 
         raise EdgepruneError(
             f"{path}: unsupported model format {path.suffix!r}; expected one of {', '.join(sorted(LOADERS))}"
         )
-    return loader(path, allow_unsafe=allow_unsafe, threads=threads, inference_precision=inference_precision)
+    from edgeprune.inputrange import apply_input_range
+
+    predictor = loader(path, allow_unsafe=allow_unsafe, threads=threads, inference_precision=inference_precision)
+    return apply_input_range(predictor, path, input_range)

@@ -36,7 +36,13 @@ SWITCHES = ("auto", "on", "off")
 
 # Runtimes a model file runs on, and the file suffix that says which.
 RUNTIME_FORMATS = ("keras", "tflite", "openvino")
-RUNTIME_BY_SUFFIX = {".h5": "keras", ".hdf5": "keras", ".tflite": "tflite", ".xml": "openvino"}
+# Keras model files edgeprune reads (Keras 2 or 3 .h5, a Keras 3 .keras archive: edgeprune.keras3).
+KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
+RUNTIME_BY_SUFFIX = {**{suffix: "keras" for suffix in KERAS_SUFFIXES}, ".tflite": "tflite", ".xml": "openvino"}
+
+# The pixel ranges a model may take (edgeprune.inputrange); data and eps stay in [0, 1].
+INPUT_RANGES = ("0,1", "0,255", "-1,1")
+
 # How a runtime computes (not the file's conversion precision): `--inference-precision` of
 # profile, evaluate and convert verification; what each runtime accepts (edgeprune.runtime).
 INFERENCE_PRECISIONS = ("default", "f32", "bf16", "f16", "none")

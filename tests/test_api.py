@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from edgeprune.cli import MODULES
 from edgeprune.errors import EdgepruneError
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("train", "prune", "convert", "attack", "evaluate", "profile")
+STAGES = ("train", "prune", "convert", "attack", "evaluate", "profile", "import")
 
 
 def test_package_import_is_light_and_lists_its_exports():
@@ -66,7 +67,7 @@ def test_cli_options_are_the_library_schema(stage):
     suite's `args:`) accepts, and the schema names nothing the command lacks."""
     from edgeprune.api import stage_option_names
 
-    command = importlib.import_module(f"edgeprune.cli.{stage}").command
+    command = importlib.import_module(f"edgeprune.cli.{MODULES.get(stage, stage)}").command
     cli = {opt[2:] for param in command.params for opt in (*param.opts, *param.secondary_opts)
            if opt.startswith("--")}
     arguments = {param.name for param in command.params if not param.opts[0].startswith("-")}
@@ -82,7 +83,7 @@ def test_click_choices_are_the_vocabulary():
 
     lists = {tuple(v) for v in vars(vocab).values() if isinstance(v, (tuple, dict)) and v}
     for stage in (*STAGES, "compare", "bench"):
-        command = importlib.import_module(f"edgeprune.cli.{stage}").command
+        command = importlib.import_module(f"edgeprune.cli.{MODULES.get(stage, stage)}").command
         for param in command.params:
             if isinstance(param.type, click.Choice):
                 assert tuple(param.type.choices) in lists, (stage, param.name, param.type.choices)

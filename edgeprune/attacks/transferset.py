@@ -57,9 +57,14 @@ class TransferSet:
 
 def craft_transfer_set(model_path: str | os.PathLike, dataset_spec: str, config: AttackConfig, output: str | os.PathLike,
                        *, split: str = "test", limit: int | None = None, progress: bool = False,
-                       allow_unsafe: bool = False) -> dict[str, Any]:
-    """Attack `split` of the dataset on the model at `model_path`; write NAME.npz + NAME.json."""
+                       allow_unsafe: bool = False, input_range: str | None = None) -> dict[str, Any]:
+    """Attack `split` of the dataset on the model at `model_path`; write NAME.npz + NAME.json.
+
+    Images and eps stay in [0, 1] units; a model taking another `input_range` (declared, else
+    recorded, else detected) is attacked through a Rescaling in front of it.
+    """
     from edgeprune.data import load_dataset
+    from edgeprune.inputrange import announce, resolve_input_range, with_input_range
     from edgeprune.modelio import load_keras_model, read_metadata
 
     model_path = Path(model_path)
@@ -73,6 +78,9 @@ def craft_transfer_set(model_path: str | os.PathLike, dataset_spec: str, config:
     index = data.indices(split)
     check_model_fits(model_path, metadata, list(model.input_shape[1:]), int(model.output_shape[-1]),
                      full, split)
+    resolved = resolve_input_range(input_range, metadata=metadata, model=model)
+    announce(resolved)
+    model = with_input_range(model, resolved.input_range)
     started = time.perf_counter()
     result = run_attack(model, x, y, config, progress=progress, partial_path=partial_path)
     arrays = {"x_adv": result.x_adv, "y": result.y, "index": index.astype(np.int64),
@@ -91,6 +99,7 @@ def craft_transfer_set(model_path: str | os.PathLike, dataset_spec: str, config:
                     "limit": limit, "limit_seed": 0, "images": int(len(y))},
         "input_shape": list(x.shape[1:]),
         "num_classes": int(full.num_classes),
+        "input_range": {**resolved.record(), "images": "0,1"},  # x_adv in [0, 1]; the model took this range
         "source_model": {"path": model_path.name, "sha256": sha256_file(model_path),
                          "arch": metadata.get("arch"), "pruning": metadata.get("pruning")},
         "source_metrics": {k: summary[k] for k in ("clean_accuracy", "adversarial_accuracy", "success_rate")},

@@ -18,7 +18,7 @@ from typing import Any
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.vocab import (ARCHITECTURE_NAMES, CONVERT_PRECISIONS, CONVERT_TARGETS, NNCF_CRITERIA, PRUNE_METHODS,
-                             RUNTIME_FORMATS, TFMOT_SCOPES)
+                             KERAS_SUFFIXES, RUNTIME_FORMATS, TFMOT_SCOPES)
 
 SCHEMA = "edgeprune.bench.suite/1"
 
@@ -27,8 +27,8 @@ SCHEMA = "edgeprune.bench.suite/1"
 ATTACKS = ("fgsm", "bim", "pgd", "pgd-l2", "mim", "cw", "spsa", "deepfool", "apgd", "uap",
            "autoattack", "fmn", "square")
 ROBUSTNESS_ATTACKS = ("autoattack", "fmn", "pgd", "apgd", "square")
-EVALUATE_ROBUSTNESS_ARGS = {"autoattack": ("version", "eps", "norm", "batch-size"),
-                            "fmn": ("steps", "eps", "norm", "no-tune", "batch-size")}
+EVALUATE_ROBUSTNESS_ARGS = {"autoattack": ("version", "eps", "norm", "batch-size", "input-range"),
+                            "fmn": ("steps", "eps", "norm", "no-tune", "batch-size", "input-range")}
 MODEL_SELECTORS = ("base", "pruned", "all")
 TAXONOMY_KEYS = {
     "pipeline": ("after-training", "before-training", "during-training"),
@@ -390,8 +390,8 @@ def _parse_models(value: Any, base: Path, datasets: tuple[str, ...], check: _Che
         given = None
         if "path" in entry:
             given = resolve_path(str(entry["path"]), base, f"{key}.path", check)
-            if not given.endswith((".h5", ".hdf5")):
-                raise check.fail(f"{key}.path", f"expected a Keras .h5 file, got {given}")
+            if not given.lower().endswith(KERAS_SUFFIXES):
+                raise check.fail(f"{key}.path", f"expected a Keras .h5 or .keras file, got {given}")
             if "train" in entry:
                 raise check.fail(f"{key}.train", "a given model (`path`) is not trained; remove `train`")
         name = check.name(entry.get("name", arch or Path(given or "").stem), f"{key}.name")

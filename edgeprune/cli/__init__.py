@@ -18,18 +18,22 @@ from edgeprune.errors import EdgepruneError
 
 # Order shown in --help: the pipeline's order.
 COMMANDS = ("train", "prune", "convert", "attack", "evaluate", "profile", "compare", "bench",
-            "info", "doctor")
+            "info", "import", "doctor")
+
+
+# Commands whose module name differs (`import` is a Python keyword).
+MODULES = {"import": "import_"}
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [name for name in COMMANDS
-                if importlib.util.find_spec(f"edgeprune.cli.{name}") is not None]
+                if importlib.util.find_spec(f"edgeprune.cli.{MODULES.get(name, name)}") is not None]
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in self.list_commands(ctx):
             return None
-        return importlib.import_module(f"edgeprune.cli.{name}").command
+        return importlib.import_module(f"edgeprune.cli.{MODULES.get(name, name)}").command
 
     def invoke(self, ctx: click.Context):
         try:

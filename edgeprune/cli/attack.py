@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from edgeprune.cli.common import allow_unsafe_option, dataset_option, force_option, quiet_option, seed_option
+from edgeprune.cli.common import (allow_unsafe_option, dataset_option, force_option, input_range_option, quiet_option,
+                                  seed_option)
 from edgeprune.vocab import ATTACK_PRESETS, NORMS, SPLITS
 
 
@@ -55,11 +56,12 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
               help="sets/NAME: writes NAME.npz (x_adv, y, index) and NAME.json (provenance).")
 @seed_option()
+@input_range_option
 @allow_unsafe_option
 @force_option
 @quiet_option
 def command(model, attack_name, dataset, split, limit, eps, norm, steps, step_size, param_pairs, preset,
-            batch_size, output, seed, allow_unsafe, force, quiet):
+            batch_size, output, seed, input_range, allow_unsafe, force, quiet):
     """Craft a transfer set: attack MODEL (.h5) on a dataset split and save the adversarial images.
 
     Attacks are untargeted and use the true labels. Every x_adv is projected onto the eps-ball
@@ -75,7 +77,7 @@ def command(model, attack_name, dataset, split, limit, eps, norm, steps, step_si
 
     options = AttackOptions(attack=attack_name, dataset=dataset, split=split, limit=limit, eps=eps, norm=norm,
                             steps=steps, step_size=step_size, params=parse_params(param_pairs) or None,
-                            preset=preset, batch_size=batch_size, seed=seed)
+                            preset=preset, batch_size=batch_size, seed=seed, input_range=input_range)
     result = attack(model, options, output, force=force, allow_unsafe=allow_unsafe, progress=not quiet)
     record = result.record
     metrics, norms, config = record["source_metrics"], record["perturbation"], record["attack"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 
 from edgeprune.io import check_output, sidecar
-from edgeprune.vocab import INFERENCE_PRECISIONS
+from edgeprune.vocab import INFERENCE_PRECISIONS, INPUT_RANGES
 
 __all__ = ["allow_unsafe_option", "check_output", "dataset_option", "force_option", "inference_precision_option",
-           "limit_options", "quiet_option", "seed_option", "sidecar"]
+           "input_range_option", "limit_options", "quiet_option", "seed_option", "sidecar"]
 
 
 def dataset_option(default: str = "digits"):
@@ -47,3 +47,9 @@ inference_precision_option = click.option(
          "on CPUs with AVX512_BF16/AMX, else f32; TFLite: the XNNPACK delegate; Keras: f32); f32 / bf16 / "
          "f16: OpenVINO's inference precision hint (TFLite: f32 only); none: TFLite without XNNPACK. What "
          "ran is read back and recorded.")
+
+input_range_option = click.option(
+    "--input-range", "input_range", type=click.Choice(INPUT_RANGES), default=None,
+    help="Pixel range the model takes (data and eps stay in [0, 1]; the model is fed "
+         "x*(hi-lo)+lo). Default: the model's record or sidecar, else detected from a leading "
+         "Rescaling (printed), else 0,1.")

@@ -40,11 +40,12 @@ from edgeprune.vocab import CONVERT_TARGETS, SWITCHES
               help="Top-1 agreement required. Default 0.99 for fp32/fp16, 0.95 for dynamic/int8.")
 @common.inference_precision_option
 @common.seed_option()
+@common.input_range_option
 @common.allow_unsafe_option
 @common.force_option
 @common.quiet_option
 def command(model, target, precision, output, dataset, calibration, int8_io, sparse, prune_filters,
-            verify, no_verify, min_agreement, inference_precision, seed, allow_unsafe, force, quiet):
+            verify, no_verify, min_agreement, inference_precision, seed, input_range, allow_unsafe, force, quiet):
     """Convert a Keras MODEL (.h5) to TFLite or OpenVINO IR and verify it.
 
     The converted model runs beside MODEL on --verify test images; below --min-agreement
@@ -62,7 +63,7 @@ def command(model, target, precision, output, dataset, calibration, int8_io, spa
     options = ConvertOptions(target=target, precision=precision, dataset=dataset, calibration=calibration,
                              int8_io=int8_io, sparse=sparse, prune_filters=prune_filters, verify=verify,
                              no_verify=no_verify, min_agreement=min_agreement, seed=seed,
-                             inference_precision=inference_precision)
+                             inference_precision=inference_precision, input_range=input_range)
     report = convert(model, options, output, force=force, allow_unsafe=allow_unsafe, progress=not quiet).record
     sizes, check = report["sizes"], report["verification"]
     summary = f"{target} {precision}: {sizes['output_bytes']:,} bytes ({sizes['ratio']:.2f}x of .h5)"

@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from edgeprune.cli.common import allow_unsafe_option, force_option, inference_precision_option, quiet_option
+from edgeprune.cli.common import (allow_unsafe_option, force_option, inference_precision_option, input_range_option,
+                                  quiet_option)
 from edgeprune.vocab import PROFILE_ISOLATIONS
 
 
@@ -39,12 +40,13 @@ from edgeprune.vocab import PROFILE_ISOLATIONS
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write the JSON report here (a .csv and a .md table go beside it).")
 @inference_precision_option
+@input_range_option
 @allow_unsafe_option
 @force_option
 @quiet_option
 def command(models, batches, threads, cpus, runs, min_time_s, warmup, warmup_time_s, isolation,
-            input_shape, seed, output, inference_precision, allow_unsafe, force, quiet):
-    """Measure file size and CPU batch latency of MODELS (.h5, .tflite, .xml).
+            input_shape, seed, output, inference_precision, input_range, allow_unsafe, force, quiet):
+    """Measure file size and CPU batch latency of MODELS (.h5, .keras, .tflite, .xml).
 
     Size: file bytes (.xml with its .bin), gzip bytes (what unstructured sparsity saves),
     parameters, non-zero parameters and MACs per image. Latency per (batch, threads):
@@ -65,7 +67,7 @@ def command(models, batches, threads, cpus, runs, min_time_s, warmup, warmup_tim
         cpus=parse_int_list(cpus, "--cpus") if cpus is not None else None, runs=runs, min_time_s=min_time_s,
         warmup=warmup, warmup_time_s=warmup_time_s, isolation=isolation,
         input_shape=parse_int_list(input_shape, "--input-shape") if input_shape else None, seed=seed,
-        inference_precision=inference_precision)
+        inference_precision=inference_precision, input_range=input_range)
     command_line = "edgeprune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = profile(models, options, output, force=force, allow_unsafe=allow_unsafe, progress=not quiet,
                      command=command_line)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from edgeprune.cli.common import dataset_option, force_option, limit_options, quiet_option, seed_option
+from edgeprune.cli.common import (dataset_option, force_option, input_range_option, limit_options, quiet_option,
+                                  seed_option)
 from edgeprune.vocab import ARCHITECTURE_NAMES, AUGMENTATIONS
 
 ARCH_HELP = ", ".join(ARCHITECTURE_NAMES)
@@ -29,10 +30,11 @@ ARCH_HELP = ", ".join(ARCHITECTURE_NAMES)
 @click.option("--width", type=float, default=1.0, show_default=True,
               help="Channel width multiplier (0.25 gives a CPU-sized variant).")
 @seed_option()
+@input_range_option
 @force_option
 @quiet_option
 def command(arch, dataset, limit_train, limit_test, output, epochs, batch_size, learning_rate,
-            milestones, gamma, weight_decay, augment, width, seed, force, quiet):
+            milestones, gamma, weight_decay, augment, width, seed, input_range, force, quiet):
     """Train ARCH from scratch and save it as a Keras .h5 with a JSON report.
 
     ARCH is one of: smallcnn, resnet8, resnet20, resnet18, resnet50, vgg16, vgg19,
@@ -53,7 +55,7 @@ def command(arch, dataset, limit_train, limit_test, output, epochs, batch_size, 
     options = TrainOptions(arch=arch, dataset=dataset, limit_train=limit_train, limit_test=limit_test,
                            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                            milestones=milestone_epochs, gamma=gamma, weight_decay=weight_decay,
-                           augment=augment, width=width, seed=seed)
+                           augment=augment, width=width, seed=seed, input_range=input_range)
     result = train(options, output, force=force, progress=not quiet)
     record = result.record
     click.echo(f"{arch} on {record['dataset']}: test accuracy {record['test_accuracy']:.4f} "
