@@ -20,9 +20,9 @@ Every part writes its own file under --work and is skipped when that file exists
 interrupted run resumes (`--force edgeprune|torchattacks|all` re-times those attacks). Side
 virtualenvs:
 
-    python -m venv /work/venv-torch && /work/venv-torch/bin/pip install torch torchattacks==3.5.1 \\
+    python -m venv .venv-torch && .venv-torch/bin/pip install torch torchattacks==3.5.1 \\
         onnx2torch onnx "numpy<2"
-    python -m venv /work/venv-tf2onnx && /work/venv-tf2onnx/bin/pip install tensorflow-cpu==2.15.1 \\
+    python -m venv .venv-tf2onnx && .venv-tf2onnx/bin/pip install tensorflow-cpu==2.15.1 \\
         tf2onnx==1.16.1 onnx==1.16.2 "protobuf<5" "numpy<2"
 
     python benchmarks/autoattack_reference.py --data ../shared/data/cifar10_sample.npz --work /tmp/aa-ref
@@ -112,8 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torch's OpenMP threads: spinning (active) is fastest on a quiet host and "
                              "pathological on a busy one (measured: one forward 2.3 s wall with spinning, "
                              "0.36 s passive, at load 15); auto = passive when the load exceeds --threads")
-    parser.add_argument("--torch-python", default="/work/venv-torch/bin/python")
-    parser.add_argument("--tf2onnx-python", default="/work/venv-tf2onnx/bin/python")
+    parser.add_argument("--torch-python", default=".venv-torch/bin/python")
+    parser.add_argument("--tf2onnx-python", default=".venv-tf2onnx/bin/python")
     parser.add_argument("--only", choices=["all", "torchattacks", "edgeprune", "edgeprune-10-steps"],
                         default="all", help="run one part only (to run parts side by side); the table "
                                             "is written once every part of every eps is cached")
