@@ -441,13 +441,7 @@ class _Translator:
             config = self.lambda_layer(config)
         else:
             config = self.accepted(self.layer_class(class_name), config, f"layer {name}")
-        keras2_nodes = []
-        for node in nodes:
-            refs, others, kwargs = self.node_inputs(name, node)
-            if others or len(refs) != 1:
-                raise self.fail(f"layer {name}: called with {len(refs)} tensors and {len(others)} other "
-                                "positional arguments, which Keras 2 nodes cannot express")
-            keras2_nodes.append(self.keras2_node(refs, kwargs))
+        keras2_nodes = self.single_input_nodes(name, nodes, f"layer {name}")
         activation = config.get("activation")
         if class_name == "Activation":
             self.activation_layer(name, config, keras2_nodes)
@@ -462,6 +456,17 @@ class _Translator:
             return
         self.add(class_name, config, keras2_nodes)
 
+    def single_input_nodes(self, name: str, nodes: list, what: str) -> list:
+        """Keras 2 node lists of a layer whose every call takes one tensor (else refused)."""
+        keras2_nodes = []
+        for node in nodes:
+            refs, others, kwargs = self.node_inputs(name, node)
+            if others or len(refs) != 1:
+                raise self.fail(f"{what}: called with {len(refs)} tensors and {len(others)} other "
+                                "positional arguments, which Keras 2 nodes cannot express")
+            keras2_nodes.append(self.keras2_node(refs, kwargs))
+        return keras2_nodes
+
     def nested_model(self, layer: dict, nodes: list) -> None:
         """A model used as a layer (a backbone inside a Sequential): translated on its own."""
         name = _layer_name(layer)
@@ -472,13 +477,7 @@ class _Translator:
             self.note(text)
         self.dropped |= inner.dropped
         self.uses_lambda |= inner.uses_lambda
-        keras2_nodes = []
-        for node in nodes:
-            refs, others, kwargs = self.node_inputs(name, node)
-            if others or len(refs) != 1:
-                raise self.fail(f"nested model {name}: called with {len(refs)} tensors and {len(others)} "
-                                "other positional arguments, which Keras 2 nodes cannot express")
-            keras2_nodes.append(self.keras2_node(refs, kwargs))
+        keras2_nodes = self.single_input_nodes(name, nodes, f"nested model {name}")
         self.add("Functional", config, keras2_nodes)
         self.node_offset[name] = 1
         self.note("nested model -> nested Keras 2 functional model")
