@@ -61,6 +61,11 @@ class Result:
             raise EdgepruneError(f"{path}: schema {schema!r} is not a {cls.SCHEMA} report")
         return cls(record=record, paths=(Path(path),))
 
+    @property
+    def output(self) -> Path | None:
+        """The first file the stage wrote (a model for train/import), if any."""
+        return self.paths[0] if self.paths else None
+
     def to_dict(self) -> dict[str, Any]:
         return dict(self.record)
 
@@ -118,10 +123,6 @@ class ModelFacts:
 @dataclass(frozen=True)
 class TrainResult(Result):
     SCHEMA: ClassVar[str] = "edgeprune.train/1"
-
-    @property
-    def output(self) -> Path | None:
-        return self.paths[0] if self.paths else None
 
     @property
     def test_accuracy(self) -> float | None:
@@ -206,10 +207,6 @@ class ImportResult(Result):
     """`edgeprune import`: a Keras 3 / foreign Keras model written as an edgeprune Keras 2 .h5."""
 
     SCHEMA: ClassVar[str] = "edgeprune.import/1"
-
-    @property
-    def output(self) -> Path | None:
-        return self.paths[0] if self.paths else None
 
     @property
     def source_format(self) -> str | None:
