@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeprune.errors import EdgepruneError
+from edgeprune.errors import EdgepruneError, one_line
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -715,7 +715,7 @@ def load_keras3_model(path: str | Path, *, allow_unsafe: bool = False) -> tuple[
         with scope:
             model = tf.keras.Model.from_config(translation.config["config"])
     except Exception as exc:  # Keras raises many types; the user needs one line
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first_line = one_line(exc)
         raise EdgepruneError(f"{source.path}: the translated Keras 2 model does not build ({first_line})") from None
     arrays = set_weights(model, source)
     record = {

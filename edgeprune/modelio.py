@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeprune.errors import EdgepruneError
+from edgeprune.errors import EdgepruneError, one_line
 from edgeprune.io import atomic_path
 from edgeprune.vocab import KERAS_SUFFIXES
 
@@ -131,7 +131,7 @@ def load_keras_model(path: str | os.PathLike, *, allow_unsafe: bool = False) -> 
     try:
         return tf.keras.models.load_model(path, compile=False)
     except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first_line = one_line(exc)
         raise EdgepruneError(f"{path}: Keras could not load it ({first_line})") from None
 
 

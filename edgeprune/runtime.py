@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgeprune.errors import EdgepruneError
+from edgeprune.errors import EdgepruneError, one_line
 from edgeprune.vocab import INFERENCE_PRECISIONS, RUNTIME_INFERENCE_PRECISIONS
 
 
@@ -346,7 +346,7 @@ def _load_tflite(path: Path, *, allow_unsafe: bool = False, threads: int | None 
     if other and failure is None:
         print("\n".join(other), file=sys.stderr)
     if failure is not None:
-        first_line = (str(failure).strip().splitlines() or [type(failure).__name__])[0][:200]
+        first_line = one_line(failure)
         raise EdgepruneError(f"{path}: not a loadable TFLite model ({first_line})") from None
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     if len(inputs) != 1 or len(outputs) != 1:
@@ -413,7 +413,7 @@ class OpenVINOPredictor:
                 self.model.reshape({self.model.input(0): shape})
                 compiled = self.core.compile_model(self.model, "CPU", self.config)
             except RuntimeError as exc:
-                first_line = (str(exc).strip().splitlines() or ["?"])[0][:200]
+                first_line = one_line(exc)
                 raise EdgepruneError(f"{self.path.name}: OpenVINO cannot compile batch {batch} ({first_line})") from None
             ran = openvino_inference_precision(compiled)
             if self.info.get("inference_precision") not in (None, ran):  # never silently mixed
@@ -454,7 +454,7 @@ def _load_openvino(path: Path, *, allow_unsafe: bool = False, threads: int | Non
     try:
         model = core.read_model(str(path))
     except RuntimeError as exc:
-        first_line = (str(exc).strip().splitlines() or ["?"])[0][:200]
+        first_line = one_line(exc)
         raise EdgepruneError(f"{path}: not a readable OpenVINO IR ({first_line})") from None
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise EdgepruneError(

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 
 from edgeprune.data import Dataset
-from edgeprune.errors import EdgepruneError
+from edgeprune.errors import EdgepruneError, one_line
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -230,7 +230,7 @@ def nncf_filter_prune(model: "tf.keras.Model", dataset: Dataset, config: NNCFFil
         except EdgepruneError:
             raise
         except Exception as error:  # NNCF raises many types on graphs it cannot trace
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            first_line = one_line(error)
             raise EdgepruneError(f"NNCF cannot filter-prune this model: {first_line}") from error
         layer_names = [layer.name for layer in model.layers]
         refusals = _group_refusals(captured.refused, layer_names)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeprune.errors import EdgepruneError
+from edgeprune.errors import EdgepruneError, one_line
 from edgeprune.modelstats import PRUNABLE_LAYERS, zero_filter_mask
 from edgeprune.prune.shrink.graph import Call, Graph, Tensor, TensorId, as_functional, trace
 from edgeprune.prune.shrink.rules import RULES, Cut, Rule, absorbable, multiplies, unread_inputs
@@ -219,7 +219,7 @@ def _rebuild_pass(plan: _Plan) -> "tf.keras.Model":
     try:
         shrunk = tf.keras.Model.from_config(new_config)
     except (ValueError, TypeError) as error:
-        raise EdgepruneError(f"cannot rebuild the model for shrinking: {str(error).splitlines()[0]}") from error
+        raise EdgepruneError(f"cannot rebuild the model for shrinking: {one_line(error)}") from error
     for call in plan.graph.calls:
         if not call.weights:
             continue
@@ -228,7 +228,7 @@ def _rebuild_pass(plan: _Plan) -> "tf.keras.Model":
             shrunk.get_layer(call.name).set_weights(new)
         except ValueError as error:
             raise EdgepruneError(f"cannot shrink {call.name} ({call.kind}): "
-                                 f"{str(error).splitlines()[0]}") from error
+                                 f"{one_line(error)}") from error
     return shrunk
 
 
