@@ -395,6 +395,10 @@ class _Translator:
         if not isinstance(node, dict) or "args" not in node:
             raise self.fail(f"layer {layer_name}: unreadable inbound node")
         args, kwargs = list(node.get("args", [])), dict(node.get("kwargs") or {})
+        if "mask" in kwargs and kwargs["mask"] is None:
+            # Keras 3 writes the default `mask=None` (BatchNormalization); Keras 2 never does, and
+            # layers that wrap others (NNCF's) then fail on an argument their call does not take.
+            del kwargs["mask"]
         if KERAS_TENSOR in json.dumps(kwargs):
             raise self.fail(f"layer {layer_name}: takes tensors as keyword arguments (masks?), which Keras 2 "
                             "nodes cannot express")

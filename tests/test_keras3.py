@@ -180,3 +180,20 @@ def test_import_is_a_library_call_exported_from_the_package(tmp_path):
     with pytest.raises(EdgepruneError, match="exists; pass --force"):
         edgeprune.import_model(FIXTURES / "separable.keras", out)
     edgeprune.import_model(FIXTURES / "separable.keras", out, force=True)
+
+
+def test_keras3_file_goes_through_nncf_filter_pruning():
+    """Keras 3 writes `mask=None` into BatchNormalization nodes; NNCF's layer wrappers then
+    failed to rebuild the model ("unexpected keyword argument 'mask'")."""
+    from nncf import NNCFConfig
+    from nncf.tensorflow import create_compressed_model
+
+    model = load_keras_model(FIXTURES / "mobilenetv3small.keras")
+    nodes = [node for layer in model.get_config()["layers"] for node in layer["inbound_nodes"]]
+    assert not any("mask" in json.dumps(node) for node in nodes)
+    shape = [1, *model.input_shape[1:]]
+    config = NNCFConfig.from_dict({"input_info": {"sample_size": shape},
+                                   "compression": {"algorithm": "filter_pruning", "pruning_init": 0.5}})
+    _, compressed = create_compressed_model(model, config)
+    x, logits = reference("mobilenetv3small")
+    assert compressed(x, training=False).shape == logits.shape
