@@ -446,6 +446,9 @@ def _load_openvino(path: Path, *, allow_unsafe: bool = False, threads: int | Non
     _refuse_inference_precision(path, "OpenVINO", inference_precision, OPENVINO_INFERENCE_PRECISIONS)
     if not path.with_suffix(".bin").exists():
         raise EdgepruneError(f"{path}: its weights file {path.with_suffix('.bin').name} is missing")
+    from edgeprune.integrity import verify_openvino_pair
+
+    verify_openvino_pair(path)  # a .bin from another model, an edited .xml: refused
     try:
         import openvino as ov
     except ImportError:

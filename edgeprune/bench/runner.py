@@ -226,7 +226,9 @@ def _schedule(grid: Grid, cache: Cache, options: RunOptions, size, console) -> d
                             continue
                         inputs = keys.inputs(cell, outcomes)
                         key = keys.key(cell, inputs)
-                        manifest = cache.manifest(key)
+                        manifest, damage = cache.check(key)
+                        if damage is not None:
+                            _say(console, f"warning: {cell.id} [{key[:12]}]: {damage}; redoing the cell")
                         if manifest is not None:
                             del pending[cell.id]
                             _say(console, f"reused {cell.id} [{key[:12]}]")
