@@ -36,6 +36,8 @@ from edgeprune.vocab import (ARCHITECTURE_NAMES, ATTACK_PRESETS, AUTOATTACK_VERS
 if TYPE_CHECKING:
     import tensorflow as tf
 
+    from edgeprune.attacks.runner import AttackConfig
+
     from edgeprune.compare import CompareConfig
     from edgeprune.data import Dataset
     from edgeprune.profile import ProfileConfig
@@ -246,12 +248,11 @@ class AttackOptions:
             raise EdgepruneError(f"--eps must be > 0, got {self.eps}")
 
 
-def attack(model: str | os.PathLike, options: AttackOptions, output: str | os.PathLike, *,
-           force: bool = False, allow_unsafe: bool = False, progress: bool = True) -> TransferSetResult:
-    """Attack the Keras model at `model`; write OUTPUT.npz (x_adv, y, index) and OUTPUT.json."""
+def attack_config(options: AttackOptions) -> AttackConfig:
+    """The attack's validated config (preset, eps, norm and the attack's own parameters): a
+    parameter the attack does not take, or a bad value, is refused here, before any work."""
     from edgeprune.attacks.registry import get_attack, preset_settings
     from edgeprune.attacks.runner import AttackConfig
-    from edgeprune.attacks.transferset import craft_transfer_set, set_paths
 
     spec = get_attack(options.attack)
     settings = preset_settings(options.preset, options.attack) if options.preset else {}
@@ -263,8 +264,16 @@ def attack(model: str | os.PathLike, options: AttackOptions, output: str | os.Pa
         params["step_size"] = options.step_size
     eps = options.eps if options.eps is not None else settings.get("eps")
     norm = options.norm or settings.get("norm")
-    config = AttackConfig.create(spec.name, eps=eps, norm=norm, seed=options.seed, params=params,
-                                 batch_size=options.batch_size)
+    return AttackConfig.create(spec.name, eps=eps, norm=norm, seed=options.seed, params=params,
+                               batch_size=options.batch_size)
+
+
+def attack(model: str | os.PathLike, options: AttackOptions, output: str | os.PathLike, *,
+           force: bool = False, allow_unsafe: bool = False, progress: bool = True) -> TransferSetResult:
+    """Attack the Keras model at `model`; write OUTPUT.npz (x_adv, y, index) and OUTPUT.json."""
+    from edgeprune.attacks.transferset import craft_transfer_set, set_paths
+
+    config = attack_config(options)
     npz_path, json_path, _ = set_paths(output)
     check_outputs((npz_path, json_path), force=force, inputs=[model, *dataset_files(options.dataset)])
     record = craft_transfer_set(model, options.dataset, config, output, split=options.split, limit=options.limit,

@@ -54,6 +54,9 @@ class AttackConfig:
             eps = float(self.eps)
             if not np.isfinite(eps) or eps < 0:
                 raise EdgepruneError(f"eps must be a finite number >= 0, got {self.eps}")
+            if norm == "linf" and eps > 1:  # images are in [0, 1]: a larger L-inf bound means "anything"
+                raise EdgepruneError(f"L-inf eps {eps:g} exceeds 1, the whole [0, 1] pixel range "
+                                     "(eps is in [0, 1] units: 8/255, not 8)")
             object.__setattr__(self, "eps", eps)
         elif spec.bounded:
             raise EdgepruneError(f"attack {self.attack} is bounded: it needs eps > 0")
