@@ -100,3 +100,21 @@ def check_report_outputs(stem: str | os.PathLike, suffixes: Iterable[str], *, fo
     if stem.suffix in suffixes:
         stem = stem.with_suffix("")
     return check_outputs([stem.with_name(stem.name + s) for s in suffixes], force=force, inputs=inputs)
+
+
+# Leading bytes of the formats a user may hand to the wrong command (offset, magic, name).
+MAGIC = ((0, b"\x89HDF\r\n\x1a\n", "HDF5"), (4, b"TFL3", "TFLite"), (0, b"PK\x03\x04", "zip (.keras or .npz)"),
+         (0, b"<?xml", "XML (OpenVINO IR?)"), (0, b"\x93NUMPY", "NumPy .npy"), (0, b"{", "JSON"))
+
+
+def sniff(path: str | os.PathLike) -> str | None:
+    """What a file is by its first bytes (HDF5, TFLite, zip, XML, ...), or None when unknown."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError:
+        return None
+    for offset, magic, name in MAGIC:
+        if head[offset:offset + len(magic)] == magic:
+            return name
+    return None

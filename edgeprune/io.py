@@ -70,11 +70,11 @@ def write_error(path: str | os.PathLike, exc: OSError) -> EdgepruneError:
                           f"({errno.errorcode.get(exc.errno or 0, 'OS error')}); nothing was written there")
 
 
-def remove_stale_temps(folder: str | os.PathLike) -> int:
+def remove_stale_temps(folder: str | os.PathLike[str]) -> int:
     """Delete temp files of earlier, dead runs in `folder` (live writers' files are kept)."""
     removed = 0
     try:
-        entries = list(os.scandir(folder))
+        entries = list(os.scandir(os.fspath(folder)))
     except OSError:
         return 0
     now = time.time()

@@ -9,6 +9,7 @@ its recorded eps must bound the perturbation it measured. Every refusal is one l
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -141,3 +142,14 @@ def check_perturbation(path: str, x_adv: np.ndarray, x_clean: np.ndarray, record
     if size.size and float(size.max()) > eps * (1 + EPS_SLACK) + EPS_SLACK:
         raise EdgepruneError(f"{path}: images are perturbed by up to {float(size.max()):.4g} ({norm}) but the "
                              f"record says eps {eps:g}")
+
+
+def check_single_io(path: str | os.PathLike[str], inputs: int, outputs: int) -> None:
+    """edgeprune's stages take one image batch in and one logits batch out (one line otherwise)."""
+    words = {2: "two", 3: "three", 4: "four"}
+    if inputs != 1:
+        raise EdgepruneError(f"{path}: the model has {words.get(inputs, inputs)} inputs; edgeprune takes "
+                             "models with a single image input")
+    if outputs != 1:
+        raise EdgepruneError(f"{path}: the model has {words.get(outputs, outputs)} outputs; edgeprune takes "
+                             "models with a single logits output")
