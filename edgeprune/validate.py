@@ -86,8 +86,8 @@ def check_dataset_arrays(name: str, arrays: Mapping[str, np.ndarray],
                              f"y_train though labels go up to {int(everything.max())}; fix the labels or "
                              "add class_names")
     typical = float(np.median(counts))
-    stray = np.flatnonzero(counts < max(1.0, STRAY_CLASS_SHARE * typical))
-    if typical >= 100 and stray.size:
+    stray = np.flatnonzero(counts <= max(1.0, STRAY_CLASS_SHARE * typical))
+    if typical >= 50 and stray.size:
         c = int(stray[-1])
         raise EdgepruneError(f"{what}: label {c} occurs on {int(counts[c])} training image(s) against ~{typical:.0f} "
                              "for the other classes: a stray label would add a class; fix it or add class_names")

@@ -173,6 +173,8 @@ def check_set_against_dataset(transfer: TransferSet, dataset) -> None:
     recorded eps of the clean images they came from (one-line refusals)."""
     split = transfer.record["dataset"]["split"]
     x_clean, _ = dataset.split(split, dtype="uint8")
+    if x_clean.shape[1:] != transfer.x_adv.shape[1:]:
+        return  # images of another shape: the model/dataset fit checks name that
     if transfer.index.max() >= len(x_clean):
         raise EdgepruneError(f"{transfer.path}: image index {int(transfer.index.max())} is out of range for the "
                              f"{len(x_clean)}-image {split} split of {dataset.name!r}")
