@@ -125,6 +125,8 @@ def check_recorded_eps(path: str, record: dict) -> None:
     if norm == "linf" and eps > 1:
         raise EdgepruneError(f"{path}: recorded L-inf eps {eps:g} exceeds 1, the whole [0, 1] pixel range")
     measured = (record.get("perturbation") or {}).get(norm)
+    if isinstance(measured, dict):  # {"mean", "median", "max"} over the set's images
+        measured = measured.get("max")
     if isinstance(measured, (int, float)) and measured > eps * (1 + EPS_SLACK) + EPS_SLACK:
         raise EdgepruneError(f"{path}: recorded eps {eps:g} ({norm}) is below the perturbation the set "
                              f"measured ({measured:g}); the record was edited or belongs to another set")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,7 +154,7 @@ def load_transfer_set(path: str | os.PathLike) -> TransferSet:
             x_adv, y, index = (saved[k] for k in ARRAYS)
     except EdgepruneError:
         raise
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise EdgepruneError(f"{npz_path}: not a readable transfer set ({str(exc)[:120]})") from None
     if x_adv.dtype != np.float32 or x_adv.ndim != 4 or len(x_adv) != len(y) or len(y) != len(index):
         raise EdgepruneError(f"{npz_path}: expected float32 NHWC x_adv with matching y and index, got "
