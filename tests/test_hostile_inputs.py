@@ -444,7 +444,7 @@ def test_damaged_bench_cells_are_redone_with_a_warning(pristine, tmp_path):
     loaded = load_suite(path)
     out = tmp_path / "run"
     first = run_suite(loaded, RunOptions(out=out, workers=1, progress=False))
-    assert first.counts == {"ran": 3}, first.counts
+    assert first.counts == {"ran": 2}, first.counts  # the attack and the evaluation
     tables = {n: (out / "report" / n).read_text() for n in ("models.csv", "accuracy.csv")}
     cells = out / "cache" / "cells"
     transfer = next(cells.glob("*/*/*.npz"))
@@ -455,6 +455,6 @@ def test_damaged_bench_cells_are_redone_with_a_warning(pristine, tmp_path):
     again = run_suite(loaded, RunOptions(out=out, workers=1, progress=False))
     log = (out / "bench.log").read_text()
     assert log.count("does not match its recorded sha256 (changed or corrupt); redoing the cell") == 2
-    assert again.counts.get("failed", 0) == 0 and again.counts.get("ran", 0) >= 2
+    assert again.counts == {"ran": 2}, again.counts
     assert {n: (out / "report" / n).read_text() for n in tables} == tables
     assert not list((out / "cache" / ".staging").iterdir())
