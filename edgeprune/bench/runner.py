@@ -290,4 +290,6 @@ def _schedule(grid: Grid, cache: Cache, options: RunOptions, size, console) -> d
         finally:
             if executor is not None:
                 executor.shutdown(abort=aborted)
+            if aborted:  # stopped (SIGTERM, Ctrl-C, a dead worker): its cells' half-made folders go now
+                cache.clean_staging()
     return outcomes
