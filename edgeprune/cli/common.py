@@ -73,12 +73,13 @@ def fail_one_line(ctx: click.Context, exc: BaseException) -> None:
     """One line on stderr and the exit status that names the cause: 2 for bad input and for
     an output folder that refuses files (read-only, full), 128+N for signal N. `--debug` adds
     the traceback but keeps the status. Anything else is a bug and propagates."""
+    import errno
     import signal
     import sys
     import traceback
 
     from edgeprune.errors import EdgepruneError, Interrupted
-    from edgeprune.io import WRITE_ERRNOS, write_error
+    from edgeprune.io import WRITE_ERRNOS
 
     if isinstance(exc, (KeyboardInterrupt, Interrupted)):
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
@@ -87,8 +88,9 @@ def fail_one_line(ctx: click.Context, exc: BaseException) -> None:
         status = 128 + int(signum)
     elif isinstance(exc, EdgepruneError):
         message, status = str(exc), 2
-    elif isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
-        message, status = str(write_error(exc.filename or "the output", exc)), 2
+    elif isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:  # outside atomic_path: say only what the OS said
+        code = errno.errorcode.get(exc.errno or 0, "OS error")
+        message, status = f"{exc.filename or 'a file'}: {exc.strerror or exc} ({code})", 2
     else:
         raise exc
     if ctx.obj and ctx.obj.get("debug"):
