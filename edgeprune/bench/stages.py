@@ -238,6 +238,14 @@ def _attack_options(params: dict) -> Any:
                      params=as_params or None, **_dataset(params, limit=params.get("limit"), train=False))
 
 
+def _evaluate_options(params: dict, sets: tuple[str, ...] = ()) -> Any:
+    from edgeprune.api import EvaluateOptions
+
+    values = _dataset(params, limit=params.get("limit"), train=False)
+    values.pop("seed")
+    return from_args(EvaluateOptions, params["args"], sets=sets, **values)
+
+
 def _profile_options(params: dict) -> Any:
     from edgeprune.api import ProfileOptions
 
@@ -253,7 +261,7 @@ def check_cell_params(stage: str, params: dict) -> None:
         attack_config(_attack_options(params))
         return
     builders = {"train": _train_options, "prune": _prune_options, "convert": _convert_options,
-                "profile": _profile_options}
+                "evaluate": _evaluate_options, "profile": _profile_options}
     if stage in builders:
         builders[stage](params)
 
@@ -322,13 +330,10 @@ def run_robustness(job: CellJob, out: Path) -> dict:
 
 
 def run_evaluate(job: CellJob, out: Path) -> dict:
-    from edgeprune.api import EvaluateOptions, evaluate
+    from edgeprune.api import evaluate
 
-    params = job.params
     sets = tuple(item["path"] for role, item in sorted(job.inputs.items()) if role.startswith("set:"))
-    values = _dataset(params, limit=params.get("limit"), train=False)
-    values.pop("seed")
-    options = from_args(EvaluateOptions, params["args"], sets=sets, **values)
+    options = _evaluate_options(job.params, sets)
     _announce("evaluate", options)
     result = evaluate([job.inputs["model"]["path"]], options, out / "evaluate", progress=False)
     return {"_primary": "evaluate.json",
