@@ -368,9 +368,14 @@ def test_signal_during_a_save_leaves_nothing_partial(signum, code, workspace, ru
         real_replace(src, dst)
 
     before = snapshot(workspace)
+    # A background job starts with SIGINT ignored; this test wants Ctrl-C's default behaviour.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     monkeypatch.setattr(os, "replace", killed_while_moving)
-    result = run_cli(*COMPARE)
-    monkeypatch.setattr(os, "replace", real_replace)
+    try:
+        result = run_cli(*COMPARE)
+    finally:
+        monkeypatch.setattr(os, "replace", real_replace)
+        signal.signal(signal.SIGINT, previous)
     assert result.exit_code == code, result.output
     assert re.search(rf"interrupted by {signal.Signals(signum).name}; partial files were removed",
                      error_line(result.output))
