@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeprune.convert import ConvertConfig
 from edgeprune.errors import EdgepruneError
+from edgeprune.integrity import check_outputs, check_report_outputs, dataset_files
 from edgeprune.io import check_output, sidecar
 from edgeprune.options import CALL_NAMES, flag, option_names
 from edgeprune.pruning import PruneOptions, prune
@@ -34,6 +35,8 @@ from edgeprune.vocab import (ARCHITECTURE_NAMES, ATTACK_PRESETS, AUTOATTACK_VERS
 
 if TYPE_CHECKING:
     import tensorflow as tf
+
+    from edgeprune.attacks.runner import AttackConfig
 
     from edgeprune.compare import CompareConfig
     from edgeprune.data import Dataset
@@ -134,7 +137,8 @@ def train(options: TrainOptions, output: str | os.PathLike, *, force: bool = Fal
     from edgeprune.modelio import save_keras_model
     from edgeprune.train import train_model
 
-    output = check_output(output, force=force, suffixes=(".h5",))
+    output = check_output(output, force=force, suffixes=(".h5",), inputs=dataset_files(options.dataset))
+    check_output(sidecar(output), force=force, inputs=dataset_files(options.dataset))
     config = options.config()
     data = load(options.dataset, limit_train=options.limit_train, limit_test=options.limit_test,
                 seed=options.seed)
@@ -203,11 +207,12 @@ def convert(model: str | os.PathLike, options: ConvertOptions, output: str | os.
     from edgeprune.convert import convert_model, report_path_for
 
     config = options.config()
-    output = check_output(output, force=force, suffixes=(config.suffix,))
+    inputs = [model, *dataset_files(options.dataset)]
+    output = check_output(output, force=force, suffixes=(config.suffix,), inputs=inputs)
     report_path = report_path_for(output)
-    check_output(report_path, force=force)
+    check_output(report_path, force=force, inputs=inputs)
     if config.target == "openvino":
-        check_output(output.with_suffix(".bin"), force=force)
+        check_output(output.with_suffix(".bin"), force=force, inputs=inputs)
     data, spec = resolve_dataset(options.dataset, model, needed=config.needs_data, seed=options.seed)
     record = convert_model(model, output, config, dataset=data, dataset_spec=spec,
                            allow_unsafe=allow_unsafe, progress=progress, input_range=options.input_range)
@@ -243,12 +248,11 @@ class AttackOptions:
             raise EdgepruneError(f"--eps must be > 0, got {self.eps}")
 
 
-def attack(model: str | os.PathLike, options: AttackOptions, output: str | os.PathLike, *,
-           force: bool = False, allow_unsafe: bool = False, progress: bool = True) -> TransferSetResult:
-    """Attack the Keras model at `model`; write OUTPUT.npz (x_adv, y, index) and OUTPUT.json."""
+def attack_config(options: AttackOptions) -> AttackConfig:
+    """The attack's validated config (preset, eps, norm and the attack's own parameters): a
+    parameter the attack does not take, or a bad value, is refused here, before any work."""
     from edgeprune.attacks.registry import get_attack, preset_settings
     from edgeprune.attacks.runner import AttackConfig
-    from edgeprune.attacks.transferset import craft_transfer_set, set_paths
 
     spec = get_attack(options.attack)
     settings = preset_settings(options.preset, options.attack) if options.preset else {}
@@ -260,11 +264,18 @@ def attack(model: str | os.PathLike, options: AttackOptions, output: str | os.Pa
         params["step_size"] = options.step_size
     eps = options.eps if options.eps is not None else settings.get("eps")
     norm = options.norm or settings.get("norm")
-    config = AttackConfig.create(spec.name, eps=eps, norm=norm, seed=options.seed, params=params,
-                                 batch_size=options.batch_size)
+    return AttackConfig.create(spec.name, eps=eps, norm=norm, seed=options.seed, params=params,
+                               batch_size=options.batch_size)
+
+
+def attack(model: str | os.PathLike, options: AttackOptions, output: str | os.PathLike, *,
+           force: bool = False, allow_unsafe: bool = False, progress: bool = True) -> TransferSetResult:
+    """Attack the Keras model at `model`; write OUTPUT.npz (x_adv, y, index) and OUTPUT.json."""
+    from edgeprune.attacks.transferset import craft_transfer_set, set_paths
+
+    config = attack_config(options)
     npz_path, json_path, _ = set_paths(output)
-    for path in (npz_path, json_path):
-        check_output(path, force=force)
+    check_outputs((npz_path, json_path), force=force, inputs=[model, *dataset_files(options.dataset)])
     record = craft_transfer_set(model, options.dataset, config, output, split=options.split, limit=options.limit,
                                 progress=progress, allow_unsafe=allow_unsafe, input_range=options.input_range)
     return TransferSetResult(record=record, paths=(npz_path, json_path))
@@ -292,11 +303,15 @@ class EvaluateOptions:
 
 
 def evaluate(models: Sequence[str | os.PathLike], options: EvaluateOptions, output: str | os.PathLike | None = None,
-             *, allow_unsafe: bool = False, progress: bool = True) -> EvaluateResult:
+             *, force: bool = False, allow_unsafe: bool = False, progress: bool = True) -> EvaluateResult:
     """Models (.h5, .tflite, .xml) x (clean split + sets) -> accuracy tables; with `output`
-    (a stem) writes STEM.json, STEM.csv, STEM.md and STEM.png."""
+    (a stem) writes STEM.json, STEM.csv, STEM.md and STEM.png (existing ones only with `force`)."""
     from edgeprune.evaluate import evaluate as evaluate_models
     from edgeprune.evaluate import write_report
+
+    if output:
+        check_report_outputs(output, (".json", ".csv", ".md", ".png"), force=force,
+                             inputs=[*models, *options.sets, *dataset_files(options.dataset)])
 
     record = evaluate_models(list(models), list(options.sets), dataset_spec=options.dataset, limit=options.limit,
                              batch_size=options.batch_size, allow_unsafe=allow_unsafe, progress=progress,
@@ -333,7 +348,7 @@ class RobustnessOptions:
 
 
 def robustness(models: Sequence[str | os.PathLike], options: RobustnessOptions,
-               output: str | os.PathLike | None = None, *, allow_unsafe: bool = False,
+               output: str | os.PathLike | None = None, *, force: bool = False, allow_unsafe: bool = False,
                progress: bool = True) -> RobustnessResult:
     """AutoAttack or FMN curves for each model; with `output` (a stem) writes STEM.json/.csv/.md
     (and STEM.png for curves)."""
@@ -342,6 +357,9 @@ def robustness(models: Sequence[str | os.PathLike], options: RobustnessOptions,
                                       write_autoattack, write_curves)
 
     norm = normalize_norm(options.norm)
+    if output:
+        check_report_outputs(output, (".json", ".csv", ".md", ".png"), force=force,
+                             inputs=[*models, *dataset_files(options.dataset)])
     paths: list[Path] = []
     model_list = [str(m) for m in models]
     if options.curve:
@@ -414,7 +432,9 @@ def profile(models: Sequence[str | os.PathLike], options: ProfileOptions, output
     """Measure each model file; with `output` (.json) writes it and a .csv and .md beside it."""
     from edgeprune.profile import profile_models
 
-    path = check_output(output, force=force, suffixes=(".json",)) if output is not None else None
+    path = check_output(output, force=force, suffixes=(".json",), inputs=models) if output is not None else None
+    if path is not None:
+        check_outputs((path.with_suffix(".csv"), path.with_suffix(".md")), force=force, inputs=models)
     record = profile_models(list(models), options.config(allow_unsafe=allow_unsafe), progress=progress,
                             command=command)
     result = ProfileResult(record=record)
@@ -427,10 +447,13 @@ def profile(models: Sequence[str | os.PathLike], options: ProfileOptions, output
 
 
 def compare(baseline: str | os.PathLike, candidate: str | os.PathLike, config: CompareConfig | None = None,
-            output: str | os.PathLike | None = None) -> CompareResult:
-    """The CI gate: candidate profile vs baseline profile (`result.regression`)."""
+            output: str | os.PathLike | None = None, *, force: bool = False) -> CompareResult:
+    """The CI gate: candidate profile vs baseline profile (`result.regression`); `output`
+    never replaces either profile, nor an existing file without `force`."""
     from edgeprune.compare import CompareConfig, compare_profiles, load_profile
 
+    if output is not None:
+        check_output(output, force=force, inputs=(baseline, candidate))
     config = config or CompareConfig()
     record = compare_profiles(load_profile(baseline), load_profile(candidate), config,
                               baseline_path=str(baseline), candidate_path=str(candidate))
@@ -477,7 +500,7 @@ STAGE_OPTIONS: dict[str, tuple[type, ...]] = {
 # What each stage call takes beside its options (see the functions' keyword arguments).
 STAGE_CALL_NAMES: dict[str, tuple[str, ...]] = {
     "train": ("output", "force", "quiet"),
-    "evaluate": ("output", "quiet", "allow-unsafe"),
+    "evaluate": ("output", "force", "quiet", "allow-unsafe"),
     "import": ("output", "force", "allow-unsafe"),
 }
 

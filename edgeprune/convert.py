@@ -412,6 +412,8 @@ def convert_model(source: str | os.PathLike, output: str | os.PathLike, config: 
 
             output_bytes, output_gzip = file_bytes(converted), gzip_bytes(converted)
             output_sha256 = sha256_file(converted)
+            weights = converted.with_suffix(".bin")  # an IR's weights: runtime.load checks the pair
+            output_bin_sha256 = sha256_file(weights) if converted.suffix == ".xml" else None
             _move_into_place(converted, output)
     source_bytes = file_bytes(source)
     recorded_fingerprint = read_metadata(source).get("dataset_fingerprint")
@@ -421,6 +423,7 @@ def convert_model(source: str | os.PathLike, output: str | os.PathLike, config: 
         "source_sha256": sha256_file(source),
         "output": str(output),
         "output_sha256": output_sha256,
+        "output_bin_sha256": output_bin_sha256,
         "format": config.target,
         "precision": config.precision,
         "config": asdict(config),

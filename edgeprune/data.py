@@ -245,6 +245,9 @@ def _load_npz(path: str) -> Dataset:
         raise EdgepruneError(f"dataset {name!r}: refused ({exc}); object arrays are not loaded") from None
     except Exception as exc:
         raise EdgepruneError(f"dataset {name!r}: not a readable .npz ({exc})") from None
+    from edgeprune.validate import check_dataset_arrays
+
+    check_dataset_arrays(name, arrays, class_names)  # finite, in range, labels, shapes (one line)
     y_train, y_test = _labels(arrays["y_train"]), _labels(arrays["y_test"])
     if class_names is None:
         count = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1

@@ -16,3 +16,11 @@ def one_line(error: BaseException, *, limit: int = 200) -> str:
         return type(error).__name__
     line = lines[-1] if lines[0].endswith(":") and len(lines) > 1 else lines[0]
     return line[:limit]
+
+
+class Interrupted(BaseException):
+    """SIGTERM/SIGINT turned into an exception, so `finally` blocks remove partial files."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune.attacks.transferset import TransferSet, load_transfer_set
+from edgeprune.attacks.transferset import TransferSet, check_set_against_dataset, load_transfer_set
 from edgeprune.errors import EdgepruneError
 from edgeprune.io import atomic_path, atomic_write_text, sha256_file, versions, write_json
 from edgeprune.runtime import inference_label
@@ -109,6 +109,7 @@ def check_set_dataset(transfer: TransferSet, dataset) -> None:
         raise EdgepruneError(f"set {transfer.name} comes from {record['name']!r} {record['split']} "
                              f"(fingerprint {record['fingerprint']}), not from the given dataset "
                              f"{dataset.name!r} (fingerprint {dataset.fingerprint(record['split'])})")
+    check_set_against_dataset(transfer, dataset)  # indices in range, perturbation within the recorded eps
 
 
 def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.PathLike], *,

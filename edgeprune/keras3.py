@@ -751,7 +751,7 @@ def import_model(source: str | Path, output: str | Path, *, input_range: str | N
     if output.suffix.lower() not in (".h5", ".hdf5"):
         raise EdgepruneError(f"{output}: the imported model is written as Keras 2 .h5; end it in .h5")
     for target in (output, sidecar):
-        check_output(target, force=overwrite)
+        check_output(target, force=overwrite, inputs=[source])
     if not source.is_file():
         raise EdgepruneError(f"{source}: no such model file")
     metadata = read_metadata(source)

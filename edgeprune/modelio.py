@@ -45,6 +45,12 @@ def _read_h5_config(path: Path) -> tuple[dict, dict]:
             raw = handle.attrs.get("model_config")
             meta_raw = handle.attrs.get(METADATA_ATTR)
     except OSError as exc:
+        from edgeprune.integrity import sniff
+
+        kind = sniff(path)
+        if kind not in (None, "HDF5"):
+            raise EdgepruneError(f"{path}: is a {kind} file, not a Keras .h5 model; this command takes "
+                                 "the Keras model") from None
         reason = str(exc).split(";")[0].split("(")[0].strip() or type(exc).__name__
         raise EdgepruneError(f"{path}: not a readable HDF5 model, truncated or corrupt ({reason})") from None
     if raw is None:
@@ -129,10 +135,14 @@ def load_keras_model(path: str | os.PathLike, *, allow_unsafe: bool = False) -> 
     import tensorflow as tf
 
     try:
-        return tf.keras.models.load_model(path, compile=False)
+        model = tf.keras.models.load_model(path, compile=False)
     except Exception as exc:
         first_line = one_line(exc)
         raise EdgepruneError(f"{path}: Keras could not load it ({first_line})") from None
+    from edgeprune.validate import check_single_io
+
+    check_single_io(path, len(model.inputs), len(model.outputs))
+    return model
 
 
 def is_keras3_file(path: str | os.PathLike) -> bool:

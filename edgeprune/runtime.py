@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgeprune.errors import EdgepruneError, one_line
+from edgeprune.validate import check_single_io
 from edgeprune.vocab import INFERENCE_PRECISIONS, RUNTIME_INFERENCE_PRECISIONS
 
 
@@ -349,8 +350,7 @@ def _load_tflite(path: Path, *, allow_unsafe: bool = False, threads: int | None 
         first_line = one_line(failure)
         raise EdgepruneError(f"{path}: not a loadable TFLite model ({first_line})") from None
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise EdgepruneError(f"{path}: expected one input and one output, found {len(inputs)} and {len(outputs)}")
+    check_single_io(path, len(inputs), len(outputs))
     record = _conversion_record(path)
     precision = record.get("precision") or _tflite_precision(inputs[0]["dtype"], interpreter.get_tensor_details())
     in_scale, in_zero = inputs[0]["quantization"]
@@ -446,6 +446,9 @@ def _load_openvino(path: Path, *, allow_unsafe: bool = False, threads: int | Non
     _refuse_inference_precision(path, "OpenVINO", inference_precision, OPENVINO_INFERENCE_PRECISIONS)
     if not path.with_suffix(".bin").exists():
         raise EdgepruneError(f"{path}: its weights file {path.with_suffix('.bin').name} is missing")
+    from edgeprune.integrity import verify_openvino_pair
+
+    verify_openvino_pair(path)  # a .bin from another model, an edited .xml: refused
     try:
         import openvino as ov
     except ImportError:
@@ -456,9 +459,7 @@ def _load_openvino(path: Path, *, allow_unsafe: bool = False, threads: int | Non
     except RuntimeError as exc:
         first_line = one_line(exc)
         raise EdgepruneError(f"{path}: not a readable OpenVINO IR ({first_line})") from None
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise EdgepruneError(
-            f"{path}: expected one input and one output, found {len(model.inputs)} and {len(model.outputs)}")
+    check_single_io(path, len(model.inputs), len(model.outputs))
     in_shape = model.input(0).get_partial_shape()
     if in_shape.rank.is_dynamic or any(d.is_dynamic for d in list(in_shape)[1:]):
         raise EdgepruneError(f"{path}: input shape {in_shape} must be static except the batch dimension")

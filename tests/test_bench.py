@@ -210,8 +210,11 @@ def test_incomplete_cells_are_not_reused(tmp_path):
     key = "ab" * 32
     staging = cache.new_staging(key)
     (staging / "model.h5").write_bytes(b"1234")
-    cache.commit(staging, key, {"key": key, "outputs": {"model.h5": {"file": "model.h5", "bytes": 4}}})
+    cache.commit(staging, key, {"key": key, "outputs": {"model.h5": {
+        "file": "model.h5", "bytes": 4, "sha256": "03ac674216f3e15c761ee1a5e255f067953623c8b388b4459e13f978d7c846f4"}}})
     assert cache.manifest(key) is not None
+    (cache.path(key) / "model.h5").write_bytes(b"1235")  # same size, other bytes
+    assert cache.check(key) == (None, "cached output model.h5 does not match its recorded sha256 (changed or corrupt)")
     (cache.path(key) / "model.h5").write_bytes(b"12")  # truncated output
     assert cache.manifest(key) is None
     (cache.path(key) / "manifest.json").write_text("{not json")

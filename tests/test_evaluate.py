@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.io import sha256_file
 
 LIMIT = 48
 
@@ -186,6 +187,7 @@ def test_evaluate_refuses_sets_that_do_not_fit(base, pgd_set, tmp_path, run_cli)
     wide = tmp_path / "wide.npz"
     np.savez(wide, x_adv=np.zeros((4, 32, 32, 3), np.float32), y=np.zeros(4, np.int64), index=np.arange(4))
     record = {**json.loads(pgd_set.with_suffix(".json").read_text()), "input_shape": [32, 32, 3]}
+    record["files"]["npz_sha256"] = sha256_file(wide)  # a consistent pair: the checks behind the hash refuse it
     wide.with_suffix(".json").write_text(json.dumps(record))
     result = run_cli("evaluate", base, "--sets", wide, "-q")
     assert result.exit_code == 2 and "has images of shape (32, 32, 3), model" in result.output
@@ -201,6 +203,7 @@ def test_evaluate_refuses_sets_that_do_not_fit(base, pgd_set, tmp_path, run_cli)
     # Not a transfer set at all.
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not a zip")
+    record["files"]["npz_sha256"] = sha256_file(junk)
     junk.with_suffix(".json").write_text(json.dumps(record))
     with pytest.raises(EdgepruneError, match="not a readable transfer set"):
         evaluate([base], [junk])

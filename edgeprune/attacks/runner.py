@@ -15,6 +15,7 @@ import hashlib
 import json
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,9 @@ class AttackConfig:
             eps = float(self.eps)
             if not np.isfinite(eps) or eps < 0:
                 raise EdgepruneError(f"eps must be a finite number >= 0, got {self.eps}")
+            if norm == "linf" and eps > 1:  # images are in [0, 1]: a larger L-inf bound means "anything"
+                raise EdgepruneError(f"L-inf eps {eps:g} exceeds 1, the whole [0, 1] pixel range "
+                                     "(eps is in [0, 1] units: 8/255, not 8)")
             object.__setattr__(self, "eps", eps)
         elif spec.bounded:
             raise EdgepruneError(f"attack {self.attack} is bounded: it needs eps > 0")
@@ -274,9 +278,12 @@ def _load_partial(path: Path | None, key: str, x: np.ndarray) -> tuple[np.ndarra
             x_adv[:done] = saved["x_adv"][:done]
             perturbation = saved["perturbation"] if saved["perturbation"].size else None
             return x_adv, done, perturbation
-    except (OSError, KeyError, ValueError):
-        warnings.warn(f"{path}: unreadable partial file; starting afresh", stacklevel=3)
-        return x_adv, 0, None
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        # A truncated or corrupt resume file (killed mid-write elsewhere, disk full) is discarded.
+        warnings.warn(f"{path}: unreadable partial file (truncated or corrupt); discarded, starting afresh",
+                      stacklevel=3)
+        path.unlink(missing_ok=True)
+        return np.empty_like(x), 0, None
 
 
 def _save_partial(path: Path, key: str, x_adv: np.ndarray, done: int, perturbation: np.ndarray | None) -> None:

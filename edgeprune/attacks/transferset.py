@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ import numpy as np
 
 from edgeprune.attacks.runner import AttackConfig, run_attack
 from edgeprune.errors import EdgepruneError
+from edgeprune.integrity import verify_sha256
 from edgeprune.io import atomic_path, read_json, sha256_file, versions, write_json
+from edgeprune.validate import check_perturbation, check_transfer_arrays
 
 SCHEMA = "edgeprune.transferset/1"
 ARRAYS = ("x_adv", "y", "index")
@@ -142,6 +145,7 @@ def load_transfer_set(path: str | os.PathLike) -> TransferSet:
     record = read_json(json_path)
     if not isinstance(record, dict) or record.get("schema") != SCHEMA:
         raise EdgepruneError(f"{json_path}: not a transfer-set record (schema {SCHEMA} expected)")
+    verify_sha256(npz_path, (record.get("files") or {}).get("npz_sha256"), recorded_in=json_path)
     try:
         with np.load(npz_path, allow_pickle=False) as saved:
             missing = [k for k in ARRAYS if k not in saved.files]
@@ -150,7 +154,7 @@ def load_transfer_set(path: str | os.PathLike) -> TransferSet:
             x_adv, y, index = (saved[k] for k in ARRAYS)
     except EdgepruneError:
         raise
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise EdgepruneError(f"{npz_path}: not a readable transfer set ({str(exc)[:120]})") from None
     if x_adv.dtype != np.float32 or x_adv.ndim != 4 or len(x_adv) != len(y) or len(y) != len(index):
         raise EdgepruneError(f"{npz_path}: expected float32 NHWC x_adv with matching y and index, got "
@@ -158,5 +162,22 @@ def load_transfer_set(path: str | os.PathLike) -> TransferSet:
     if list(x_adv.shape[1:]) != list(record.get("input_shape", [])):
         raise EdgepruneError(f"{npz_path}: images {x_adv.shape[1:]} disagree with its record "
                              f"{record.get('input_shape')}")
+    if not (np.issubdtype(y.dtype, np.integer) and np.issubdtype(index.dtype, np.integer)):
+        raise EdgepruneError(f"{npz_path}: y and index must be integers, got {y.dtype} and {index.dtype}")
+    check_transfer_arrays(str(npz_path), x_adv, y, index, record)
     return TransferSet(path=npz_path, x_adv=x_adv, y=y.astype(np.int64), index=index.astype(np.int64),
                        record=record)
+
+
+def check_set_against_dataset(transfer: TransferSet, dataset) -> None:
+    """With the set's dataset at hand: indices within its split, and the images within the
+    recorded eps of the clean images they came from (one-line refusals)."""
+    split = transfer.record["dataset"]["split"]
+    x_clean, _ = dataset.split(split, dtype="uint8")
+    if x_clean.shape[1:] != transfer.x_adv.shape[1:]:
+        return  # images of another shape: the model/dataset fit checks name that
+    if transfer.index.max() >= len(x_clean):
+        raise EdgepruneError(f"{transfer.path}: image index {int(transfer.index.max())} is out of range for the "
+                             f"{len(x_clean)}-image {split} split of {dataset.name!r}")
+    check_perturbation(str(transfer.path), transfer.x_adv, x_clean[transfer.index] / np.float32(255.0),
+                       transfer.record)

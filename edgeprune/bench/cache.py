@@ -20,7 +20,7 @@ from typing import Any
 
 from edgeprune.bench.suite import Suite, canonical_hash
 from edgeprune.errors import EdgepruneError
-from edgeprune.io import read_json, sha256_file, versions, write_json
+from edgeprune.io import follow_umask, read_json, sha256_file, versions, write_json
 
 CELL_SCHEMA = "edgeprune.bench.cell/1"
 STATE_SCHEMA = "edgeprune.bench.state/1"
@@ -55,24 +55,44 @@ class Cache:
         self.root = Path(root)
         self.cells = self.root / "cells"
         self.staging_root = self.root / ".staging"
+        self._hashes: dict[tuple[str, int, int], str] = {}
 
     def path(self, key: str) -> Path:
         return self.cells / key[:2] / key
 
     def manifest(self, key: str) -> dict | None:
-        """The finished cell's manifest, or None when it is absent or incomplete."""
+        """The finished cell's manifest, or None when it is absent, incomplete or damaged."""
+        return self.check(key)[0]
+
+    def check(self, key: str) -> tuple[dict | None, str | None]:
+        """(manifest, None) for a finished cell whose every output still has the sha256 its
+        manifest recorded; (None, None) when there is no cell; (None, why) when the cell is
+        damaged (a file missing, truncated, replaced or corrupted): the caller redoes it."""
         manifest_path = self.path(key) / "manifest.json"
         if not manifest_path.exists():
-            return None
+            return None, None
         try:
             manifest = read_json(manifest_path)
+            outputs = manifest["outputs"]
+            for role, output in outputs.items():
+                file = self.path(key) / output["file"]
+                if not file.is_file():
+                    return None, f"cached output {role} is missing"
+                if file.stat().st_size != output["bytes"] or self._sha256(file) != output["sha256"]:
+                    return None, f"cached output {role} does not match its recorded sha256 (changed or corrupt)"
         except EdgepruneError:
-            return None
-        for output in manifest.get("outputs", {}).values():
-            file = self.path(key) / output["file"]
-            if not file.exists() or file.stat().st_size != output["bytes"]:
-                return None
-        return manifest
+            return None, "its manifest is not valid JSON"
+        except (KeyError, TypeError, AttributeError):
+            return None, "its manifest lacks the outputs' sizes and hashes"
+        return manifest, None
+
+    def _sha256(self, file: Path) -> str:
+        """sha256 of a cached file, remembered for this process while its size and mtime hold."""
+        stat = file.stat()
+        token = (str(file), stat.st_size, stat.st_mtime_ns)
+        if token not in self._hashes:
+            self._hashes[token] = sha256_file(file)
+        return self._hashes[token]
 
     def output(self, key: str, role: str) -> Path:
         manifest = self.manifest(key)
@@ -82,7 +102,9 @@ class Cache:
 
     def new_staging(self, key: str) -> Path:
         self.staging_root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f"{key[:16]}.", dir=self.staging_root))
+        staging = Path(tempfile.mkdtemp(prefix=f"{key[:16]}.", dir=self.staging_root))
+        follow_umask(staging, directory=True)  # mkdtemp makes 0700; cells follow the umask
+        return staging
 
     def commit(self, staging: Path, key: str, manifest: dict) -> None:
         """Write the manifest last, then move the whole cell into place."""

@@ -151,6 +151,7 @@ def build_grid(suite: Suite) -> Grid:
                     params={"batch": list(suite.profile.batch), "threads": list(suite.profile.threads),
                             "args": suite.profile.args},
                     deps=deps, files=files, labels=node.labels, exclusive=True))
+    check_grid_params(grid)
     return grid
 
 
@@ -198,3 +199,14 @@ def _pruned_models(grid: Grid, dataset: DatasetSpec, base: ModelNode, prune: Pru
                                      files=files, labels=labels))
                 nodes.append(_register(grid, ModelNode(id=node_id, cell=cell.id, path=None, labels=labels)))
     return nodes
+
+
+def check_grid_params(grid: Grid) -> None:
+    """Every cell's parameters, checked by the stage that takes them (at --dry-run too)."""
+    from edgeprune.bench.stages import check_cell_params
+
+    for cell in grid.cells.values():
+        try:
+            check_cell_params(cell.stage, cell.params)
+        except EdgepruneError as exc:
+            raise EdgepruneError(f"{grid.suite.path}: {cell.id}: {exc}") from None

@@ -21,7 +21,7 @@ from edgeprune.bench.executors import make_executor, size_pool
 from edgeprune.bench.grid import Cell, Grid, build_grid
 from edgeprune.bench.stages import CellFailed, CellJob
 from edgeprune.bench.suite import Suite, canonical_hash
-from edgeprune.errors import EdgepruneError
+from edgeprune.errors import EdgepruneError, Interrupted
 from edgeprune.io import versions
 
 FAULT_ENV = "EDGEPRUNE_BENCH_FAULT_CELL"  # test hook: the Nth cell run dies before its manifest
@@ -204,7 +204,7 @@ def _schedule(grid: Grid, cache: Cache, options: RunOptions, size, console) -> d
         status = ", ".join(c.id.split(":", 1)[1][-40:] for c, _, _ in running.values()) or ""
         progress.update(task, advance=1, status=status, eta=eta())
 
-    aborted = True
+    aborted, signalled = True, False
     with progress:
         task = progress.add_task("bench", total=len(pending), status="", eta="?")
         try:
@@ -226,7 +226,9 @@ def _schedule(grid: Grid, cache: Cache, options: RunOptions, size, console) -> d
                             continue
                         inputs = keys.inputs(cell, outcomes)
                         key = keys.key(cell, inputs)
-                        manifest = cache.manifest(key)
+                        manifest, damage = cache.check(key)
+                        if damage is not None:
+                            _say(console, f"warning: {cell.id} [{key[:12]}]: {damage}; redoing the cell")
                         if manifest is not None:
                             del pending[cell.id]
                             _say(console, f"reused {cell.id} [{key[:12]}]")
@@ -285,7 +287,12 @@ def _schedule(grid: Grid, cache: Cache, options: RunOptions, size, console) -> d
                     _say(console, f"ran {cell.id} [{key[:12]}] in {seconds:.1f} s")
                     finish(Outcome(cell=cell, status="ran", key=key, manifest=manifest, seconds=seconds))
             aborted = False
+        except (KeyboardInterrupt, Interrupted):
+            signalled = True
+            raise
         finally:
             if executor is not None:
                 executor.shutdown(abort=aborted)
+            if signalled:  # stopped by SIGTERM or Ctrl-C: the cells it stopped leave no half-made folder
+                cache.clean_staging()
     return outcomes

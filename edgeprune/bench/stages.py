@@ -205,11 +205,71 @@ def _report_name(folder: Path, primary: str | None) -> str | None:
 
 # --- the stages ----------------------------------------------------------------------------
 
-def run_train(job: CellJob, out: Path) -> dict:
-    from edgeprune.api import TrainOptions, train
+def _train_options(params: dict) -> Any:
+    from edgeprune.api import TrainOptions
 
-    params = job.params
-    options = from_args(TrainOptions, params["args"], arch=params["arch"], **_dataset(params))
+    return from_args(TrainOptions, params["args"], arch=params["arch"], **_dataset(params))
+
+
+def _prune_options(params: dict) -> Any:
+    from edgeprune.api import PruneOptions
+
+    method = {name: params[name] for name in ("method", "sparsity", "scope", "target", "criterion")
+              if params.get(name) is not None}
+    return from_args(PruneOptions, params["args"], **method, **_dataset(params))
+
+
+def _convert_options(params: dict) -> Any:
+    from edgeprune.api import ConvertOptions
+
+    return from_args(ConvertOptions, params["args"], target=params["to"], precision=params["precision"],
+                     dataset=params["dataset"], seed=params.get("seed", 0))
+
+
+def _attack_options(params: dict) -> Any:
+    from edgeprune.api import AttackOptions
+    from edgeprune.options import option_names
+
+    # Suite args that are not options of the stage are the attack's own parameters.
+    names = option_names(AttackOptions)
+    as_options = {k: v for k, v in params["args"].items() if k in names}
+    as_params = {k.replace("-", "_"): str(v) for k, v in params["args"].items() if k not in names}
+    return from_args(AttackOptions, as_options, attack=params["attack"], split="test",
+                     params=as_params or None, **_dataset(params, limit=params.get("limit"), train=False))
+
+
+def _evaluate_options(params: dict, sets: tuple[str, ...] = ()) -> Any:
+    from edgeprune.api import EvaluateOptions
+
+    values = _dataset(params, limit=params.get("limit"), train=False)
+    values.pop("seed")
+    return from_args(EvaluateOptions, params["args"], sets=sets, **values)
+
+
+def _profile_options(params: dict) -> Any:
+    from edgeprune.api import ProfileOptions
+
+    return from_args(ProfileOptions, params["args"], batch=params["batch"], threads=params["threads"] or None)
+
+
+def check_cell_params(stage: str, params: dict) -> None:
+    """Build the options a cell's stage would get (and, for attacks, the attack's config), so a
+    bad value (epochs -5, a parameter the attack does not take) fails at --dry-run, not mid-run."""
+    from edgeprune.api import attack_config
+
+    if stage == "attack" or (stage == "robustness" and params.get("attack") not in ("autoattack", "fmn")):
+        attack_config(_attack_options(params))
+        return
+    builders = {"train": _train_options, "prune": _prune_options, "convert": _convert_options,
+                "evaluate": _evaluate_options, "profile": _profile_options}
+    if stage in builders:
+        builders[stage](params)
+
+
+def run_train(job: CellJob, out: Path) -> dict:
+    from edgeprune.api import train
+
+    options = _train_options(job.params)
     _announce("train", options)
     result = train(options, out / "model.h5", progress=False)
     return {"_primary": "model.h5", **_pick(dict(result.record), "test_accuracy", "params", "train_seconds",
@@ -217,41 +277,31 @@ def run_train(job: CellJob, out: Path) -> dict:
 
 
 def run_prune(job: CellJob, out: Path) -> dict:
-    from edgeprune.api import PruneOptions, prune
+    from edgeprune.api import prune
 
-    params = job.params
-    method = {name: params[name] for name in ("method", "sparsity", "scope", "target", "criterion")
-              if params.get(name) is not None}
-    options = from_args(PruneOptions, params["args"], **method, **_dataset(params))
+    options = _prune_options(job.params)
     _announce("prune", options)
     result = prune(job.inputs["model"]["path"], options, out / "model.h5", progress=False)
     return {"_primary": "model.h5", **_summarise(dict(result.record))}
 
 
 def run_convert(job: CellJob, out: Path) -> dict:
-    from edgeprune.api import ConvertOptions, convert
+    from edgeprune.api import convert
     from edgeprune.vocab import CONVERTED_SUFFIXES
 
     params = job.params
     target = out / f"model{CONVERTED_SUFFIXES[params['to']]}"
-    options = from_args(ConvertOptions, params["args"], target=params["to"], precision=params["precision"],
-                        dataset=params["dataset"], seed=params.get("seed", 0))
+    options = _convert_options(params)
     _announce("convert", options)
     result = convert(job.inputs["model"]["path"], options, target, progress=False)
     return {"_primary": target.name, **_summarise(dict(result.record))}
 
 
 def run_attack(job: CellJob, out: Path) -> dict:
-    from edgeprune.api import AttackOptions, attack
-    from edgeprune.options import option_names
+    from edgeprune.api import attack
 
     params = job.params
-    # Suite args that are not options of the stage are the attack's own parameters.
-    names = option_names(AttackOptions)
-    as_options = {k: v for k, v in params["args"].items() if k in names}
-    as_params = {k.replace("-", "_"): str(v) for k, v in params["args"].items() if k not in names}
-    options = from_args(AttackOptions, as_options, attack=params["attack"], split="test",
-                        params=as_params or None, **_dataset(params, limit=params.get("limit"), train=False))
+    options = _attack_options(params)
     _announce("attack", options)
     name = params.get("name") or "set"
     result = attack(job.inputs["model"]["path"], options, out / name, progress=False)
@@ -280,13 +330,10 @@ def run_robustness(job: CellJob, out: Path) -> dict:
 
 
 def run_evaluate(job: CellJob, out: Path) -> dict:
-    from edgeprune.api import EvaluateOptions, evaluate
+    from edgeprune.api import evaluate
 
-    params = job.params
     sets = tuple(item["path"] for role, item in sorted(job.inputs.items()) if role.startswith("set:"))
-    values = _dataset(params, limit=params.get("limit"), train=False)
-    values.pop("seed")
-    options = from_args(EvaluateOptions, params["args"], sets=sets, **values)
+    options = _evaluate_options(job.params, sets)
     _announce("evaluate", options)
     result = evaluate([job.inputs["model"]["path"]], options, out / "evaluate", progress=False)
     return {"_primary": "evaluate.json",
@@ -294,11 +341,9 @@ def run_evaluate(job: CellJob, out: Path) -> dict:
 
 
 def run_profile(job: CellJob, out: Path) -> dict:
-    from edgeprune.api import ProfileOptions, profile
+    from edgeprune.api import profile
 
-    params = job.params
-    options = from_args(ProfileOptions, params["args"], batch=params["batch"],
-                        threads=params["threads"] or None)
+    options = _profile_options(job.params)
     _announce("profile", options)
     profile([job.inputs["model"]["path"]], options, out / "profile.json", progress=False)
     return {"_primary": "profile.json"}

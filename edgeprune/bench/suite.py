@@ -304,6 +304,57 @@ def resolve_dataset_spec(spec: str, base: Path, key: str, checker: _Checker) -> 
     return spec
 
 
+# A suite expands to a few thousand YAML nodes; aliases may repeat parts, not multiply them.
+MAX_EXPANDED_NODES = 100_000
+
+
+def safe_load_bounded(text: str, path: Path) -> Any:
+    """yaml.safe_load, refusing documents whose aliases expand past MAX_EXPANDED_NODES (an
+    "alias bomb" of a few hundred bytes that would expand to billions of nodes) before
+    anything walks the expanded data."""
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        expanded = _expanded_size(node, {}, set())
+        if expanded > MAX_EXPANDED_NODES:
+            raise EdgepruneError(f"{path}: YAML aliases expand to over {MAX_EXPANDED_NODES:,} nodes "
+                                 "(an alias bomb?); refused")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: Any, sizes: dict[int, int], visiting: set[int]) -> int:
+    """Nodes in the tree once every alias is expanded (shared nodes counted per use; memoised,
+    so the walk costs the document's size, not the expansion's)."""
+    import yaml
+
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in visiting:
+        return MAX_EXPANDED_NODES + 1  # a recursive alias expands without end
+    visiting.add(key)
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            total += _expanded_size(child, sizes, visiting)
+            if total > MAX_EXPANDED_NODES:
+                break
+    elif isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            total += _expanded_size(k, sizes, visiting) + _expanded_size(v, sizes, visiting)
+            if total > MAX_EXPANDED_NODES:
+                break
+    visiting.discard(key)
+    sizes[key] = total
+    return total
+
+
 def load_suite(path: str | os.PathLike) -> Suite:
     """Read and validate a suite file; every problem is one EdgepruneError line."""
     import yaml
@@ -312,7 +363,7 @@ def load_suite(path: str | os.PathLike) -> Suite:
     if not path.exists():
         raise EdgepruneError(f"{path}: no such suite file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_load_bounded(path.read_text(encoding="utf-8"), path)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

@@ -14,7 +14,7 @@ import os
 import click
 
 from edgeprune import __version__
-from edgeprune.errors import EdgepruneError
+from edgeprune.errors import EdgepruneError, Interrupted
 
 # Order shown in --help: the pipeline's order.
 COMMANDS = ("train", "prune", "convert", "attack", "evaluate", "profile", "compare", "bench",
@@ -36,13 +36,12 @@ class LazyGroup(click.Group):
         return importlib.import_module(f"edgeprune.cli.{MODULES.get(name, name)}").command
 
     def invoke(self, ctx: click.Context):
+        from edgeprune.cli.common import fail_one_line
+
         try:
             return super().invoke(ctx)
-        except EdgepruneError as exc:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(2)
+        except (EdgepruneError, OSError, KeyboardInterrupt, Interrupted) as exc:
+            fail_one_line(ctx, exc)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"],
@@ -58,8 +57,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
     Grid:      bench runs a YAML suite of all stages, cached and resumable.
     Models take float32 NHWC images in [0, 1] and return logits.
     """
+    from edgeprune.cli.common import handle_signals
+
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    handle_signals()
     # TensorFlow's C++ start-up chatter hides the one line a user needs.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -53,3 +53,47 @@ input_range_option = click.option(
     help="Pixel range the model takes (data and eps stay in [0, 1]; the model is fed "
          "x*(hi-lo)+lo). Default: the model's record or sidecar, else detected from a leading "
          "Rescaling (printed), else 0,1.")
+
+
+def handle_signals() -> None:
+    """SIGTERM (timeout, CI cancellation) unwinds like Ctrl-C, so partial files are removed."""
+    import signal
+    import threading
+
+    from edgeprune.errors import Interrupted
+
+    def interrupt(signum: int, _frame) -> None:
+        raise Interrupted(signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
+def fail_one_line(ctx: click.Context, exc: BaseException) -> None:
+    """One line on stderr and the exit status that names the cause: 2 for bad input and for
+    an output folder that refuses files (read-only, full), 128+N for signal N. `--debug` adds
+    the traceback but keeps the status. Anything else is a bug and propagates."""
+    import errno
+    import signal
+    import sys
+    import traceback
+
+    from edgeprune.errors import EdgepruneError, Interrupted
+    from edgeprune.io import WRITE_ERRNOS
+
+    if isinstance(exc, (KeyboardInterrupt, Interrupted)):
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        message = (f"interrupted by {signal.Signals(signum).name}; partial files were removed, "
+                   "finished outputs kept")
+        status = 128 + int(signum)
+    elif isinstance(exc, EdgepruneError):
+        message, status = str(exc), 2
+    elif isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:  # outside atomic_path: say only what the OS said
+        code = errno.errorcode.get(exc.errno or 0, "OS error")
+        message, status = f"{exc.filename or 'a file'}: {exc.strerror or exc} ({code})", 2
+    else:
+        raise exc
+    if ctx.obj and ctx.obj.get("debug"):
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    click.echo(f"error: {message.splitlines()[0] if message else type(exc).__name__}", err=True)
+    ctx.exit(status)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from edgeprune.cli.common import force_option
 from edgeprune.vocab import COMPARE_OUTPUT_FORMATS
 
 
@@ -23,8 +24,9 @@ from edgeprune.vocab import COMPARE_OUTPUT_FORMATS
               help="Also write the JSON report here.")
 @click.option("--allow-host-mismatch", is_flag=True,
               help="Compare profiles whose host fingerprints differ (the differences are listed).")
+@force_option
 def command(baseline, candidate, max_slowdown, false_alarm_rate, max_size_growth, output_format, output,
-            allow_host_mismatch):
+            allow_host_mismatch, force):
     """Compare CANDIDATE.json against BASELINE.json (both from `edgeprune profile`).
 
     Entries pair by model name, format, batch and threads, at the same runtime inference
@@ -52,7 +54,7 @@ def command(baseline, candidate, max_slowdown, false_alarm_rate, max_size_growth
                            alpha=parse_fraction(false_alarm_rate, "--false-alarm-rate"),
                            max_size_growth=parse_fraction(max_size_growth, "--max-size-growth"),
                            allow_host_mismatch=allow_host_mismatch)
-    result = compare(baseline, candidate, config, output)
+    result = compare(baseline, candidate, config, output, force=force)
     if output_format == "json":
         click.echo(result.to_json())
     else:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from edgeprune.cli.common import allow_unsafe_option, inference_precision_option, input_range_option, quiet_option
+from edgeprune.cli.common import (allow_unsafe_option, force_option, inference_precision_option, input_range_option,
+                                  quiet_option)
 from edgeprune.vocab import AUTOATTACK_VERSIONS, NORMS
 
 
@@ -41,9 +42,10 @@ from edgeprune.vocab import AUTOATTACK_VERSIONS, NORMS
 @inference_precision_option
 @input_range_option
 @allow_unsafe_option
+@force_option
 @quiet_option
 def command(models, set_paths, dataset, limit, batch_size, output, curve, autoattack_version, eps_text, norm,
-            fmn_steps, no_tune, seed, inference_precision, input_range, allow_unsafe, quiet):
+            fmn_steps, no_tune, seed, inference_precision, input_range, allow_unsafe, force, quiet):
     """Accuracy of MODELS (.h5, .tflite, .xml, any mix) on the clean test split and on transfer sets.
 
     Each set must fit each model (image shape, classes, dataset) or nothing runs. The report
@@ -69,13 +71,14 @@ def command(models, set_paths, dataset, limit, batch_size, output, curve, autoat
         if inference_precision != "default":
             raise EdgepruneError("--inference-precision does not combine with --curve/--autoattack "
                                  "(they run each model at its runtime's default)")
-        result = api.robustness(models, options, output, allow_unsafe=allow_unsafe, progress=not quiet)
+        result = api.robustness(models, options, output, force=force, allow_unsafe=allow_unsafe,
+                                progress=not quiet)
         click.echo(result.to_markdown())
     else:
         result = api.evaluate(models, api.EvaluateOptions(sets=sets, dataset=dataset, limit=limit,
                                                           batch_size=batch_size, input_range=input_range,
                                                           inference_precision=inference_precision),
-                              output, allow_unsafe=allow_unsafe, progress=not quiet)
+                              output, force=force, allow_unsafe=allow_unsafe, progress=not quiet)
         click.echo(result.to_markdown(), nl=False)
     if result.paths:
         click.echo(f"-> {', '.join(str(p) for p in result.paths)}")
