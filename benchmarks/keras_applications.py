@@ -157,6 +157,7 @@ def figures(folder: Path) -> dict:
         out["accuracy_before"], out["accuracy_after"] = pruned["before"].get("accuracy"), pruned["after"].get("accuracy")
         shrink = (pruned.get("method_info") or {}).get("shrink") or {}
         out["shrunk_vs_masked_max_abs_logit_diff"] = shrink.get("max_abs_logit_diff_vs_masked")
+        out["shrunk_vs_masked_max_rel_logit_diff"] = shrink.get("max_rel_logit_diff_vs_masked")
     profile = folder / "profile.json"
     if profile.exists():
         for result in json.loads(profile.read_text()).get("results", []):
@@ -181,7 +182,7 @@ def render(rows: list[dict], meta: dict) -> str:
               "Latency: Keras, batch 32, 2 threads, p50 of >= 5 runs, on a host shared with other jobs "
               "(see the load average above): at 32x32 these models are dominated by per-layer overhead.", "",
               "| model | params base | params shrunk | MACs base | MACs shrunk | shrunk vs masked max abs logit diff "
-              "| p50 ms base | p50 ms shrunk |", "|---|---|---|---|---|---|---|---|"]
+              "| relative to max logit | p50 ms base | p50 ms shrunk |", "|---|---|---|---|---|---|---|---|---|"]
 
     def fmt(value: Any, spec: str = ",") -> str:
         return "-" if value is None else format(value, spec)
@@ -191,6 +192,7 @@ def render(rows: list[dict], meta: dict) -> str:
         lines.append(f"| {row['model']} | {fmt(f.get('params_before'))} | {fmt(f.get('params_after'))} | "
                      f"{fmt(f.get('macs_before'))} | {fmt(f.get('macs_after'))} | "
                      f"{fmt(f.get('shrunk_vs_masked_max_abs_logit_diff'), '.2g')} | "
+                     f"{fmt(f.get('shrunk_vs_masked_max_rel_logit_diff'), '.2g')} | "
                      f"{fmt(f.get('latency_base_ms'), '.2f')} | {fmt(f.get('latency_shrunk_ms'), '.2f')} |")
     lines += ["", "## Refusals and failures", ""]
     for row in rows:
