@@ -38,6 +38,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 RESIZE_METHOD = "bilinear"  # Pillow's Image.BILINEAR (area-aware when shrinking)
 SPLITS = ("train", "test")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+# A streamed batch holds at most this many bytes of float32 pixels (224x224x3: 111 images), so
+# memory stays flat whatever --batch-size says (256 such images are 154 MB, and a Keras model's
+# activations on them several times that: measured 1.67 GB peak, benchmarks/folder_rss.py).
+STREAM_BATCH_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,11 +150,13 @@ class FolderDataset:
 
     def batches(self, split: str, batch_size: int = 256, *,
                 dtype: str = "float32") -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(x, y) batches in split order; the next batch decodes while the caller uses this one."""
+        """(x, y) batches in split order, of at most `batch_size` images and STREAM_BATCH_BYTES of
+        float32 pixels; the next batch decodes while the caller uses this one."""
         from edgeprune.data import to_dtype
 
         self._nonempty(split)
         count, labels = len(self.files[split]), self.label_arrays[split]
+        batch_size = max(1, min(batch_size, STREAM_BATCH_BYTES // (4 * int(np.prod(self.image_shape)))))
         with ThreadPoolExecutor(_workers()) as pool:
             def start(begin: int) -> list:
                 return [pool.submit(self.decode, split, i) for i in range(begin, min(begin + batch_size, count))]
