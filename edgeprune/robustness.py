@@ -300,7 +300,8 @@ def evaluate_curves(model_paths: Sequence[str | os.PathLike], *, dataset_spec: s
         curves.append(replace(curve, source={"path": str(path), "sha256": sha256_file(path),
                                                    "input_range": range_record}))
     report = curves_report(curves, eps_report=eps_report, dataset={
-        "name": dataset.name, "split": "test", "images": int(len(x)), "fingerprint": dataset.fingerprint("test")})
+        "name": dataset.name, "split": "test", "images": int(len(x)), "fingerprint": dataset.fingerprint("test"),
+        **dataset.record()})
     return report, curves
 
 
@@ -341,7 +342,7 @@ def evaluate_autoattack(model_paths: Sequence[str | os.PathLike], *, eps: float,
                      "seconds": round(time.perf_counter() - started, 3)})
     return {"schema": AUTOATTACK_SCHEMA, "config": config.as_dict(),
             "dataset": {"name": dataset.name, "split": "test", "images": int(len(x)),
-                        "fingerprint": dataset.fingerprint("test")},
+                        "fingerprint": dataset.fingerprint("test"), **dataset.record()},
             "models": rows, "versions": versions()}
 
 
