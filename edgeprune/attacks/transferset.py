@@ -74,6 +74,8 @@ def craft_transfer_set(model_path: str | os.PathLike, dataset_spec: str, config:
     metadata = read_metadata(model_path)
     full = load_dataset(dataset_spec, folder=folder, seed=getattr(folder, "seed", 0),
                         input_shape=model.input_shape[1:], class_names=metadata.get("class_names"))
+    if len(full.labels(split)) == 0:
+        full.split(split)  # the dataset's one-line error for an empty split
     check_model_fits(model_path, metadata, list(model.input_shape[1:]), int(model.output_shape[-1]),
                      full, split)
     limits = {"limit_test": limit} if split == "test" else {"limit_train": limit}
