@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", default=None,
                         help="where the folder and models go, kept for a re-run (default: a temp dir, removed)")
     parser.add_argument("--out", default="benchmarks/results/folder_rss")
+    parser.add_argument("--render", action="store_true", help="only re-render OUT/folder_rss.md from its JSON")
     return parser.parse_args(argv)
 
 
@@ -92,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.render:
+        (out / "folder_rss.md").write_text(render(json.loads((out / "folder_rss.json").read_text())))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.workdir or tmp)
         root = work / f"folder{args.size}_{args.images}"
@@ -124,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         "limit_gb": LIMIT_GB,
         "passed": all(r["max_rss_mb"] < LIMIT_GB * 1024 for r in full),
         "runs": runs,
-        "host": {"machine": platform.machine(), "processor": platform.processor() or None,
+        "host": {"machine": platform.machine(), "processor": cpu_model(),
                  "cpus": os.cpu_count(), "load_average": [round(v, 2) for v in os.getloadavg()],
                  "python": platform.python_version()},
         "versions": versions(),
@@ -133,6 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     (out / "folder_rss.md").write_text(render(record))
     print(render(record))
     return 0 if record["passed"] else 1
+
+
+def cpu_model() -> str | None:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or None
+    found = re.search(r"model name\s*:\s*(.+)", text)
+    return found.group(1).strip() if found else (platform.processor() or None)
 
 
 def render(record: dict) -> str:
@@ -153,6 +166,8 @@ def render(record: dict) -> str:
               "not a speed figure). The 500-image rows are the flat part (Python, TensorFlow or LiteRT, the "
               "model, batch buffers); the difference to the full folder is what streaming leaves.", "",
               f"Command: `{record['command']}`", "", "Each run: `" + record["runs"][0]["command"] + "`", ""]
+    if record.get("history"):
+        lines += ["## Before", "", record["history"], ""]
     return "\n".join(lines)
 
 
