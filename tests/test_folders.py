@@ -259,3 +259,18 @@ def test_small_folder_runs_train_prune_convert_attack_evaluate(tmp_path, sample)
     write_tree(root, x[40:], y[40:], size=48)
     report = _pipeline(tmp_path, root, 48, "fp32")
     assert set(report["accuracy"]) == {"clean", "fgsm"}
+
+
+def test_folder_options_are_stage_options_flags_and_suite_args(tmp_path):
+    from edgeprune import api
+    from edgeprune.cli import cli
+    from edgeprune.options import from_args
+
+    for stage in ("train", "prune", "convert", "attack", "evaluate"):
+        assert {"val-split", "image-size", "strict"} <= set(api.stage_option_names(stage)), stage
+    options = from_args(api.EvaluateOptions, {"val-split": "0.2", "image-size": "96", "strict": True}, dataset="x")
+    assert (options.val_split, options.image_size, options.strict) == (0.2, (96, 96), True)
+    assert from_args(api.TrainOptions, {"image-size": "64,48"}, arch="smallcnn").image_size == (64, 48)
+    done = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "m.tflite"), "-d", f"folder:{tmp_path}",
+                                    "--image-size", "big"])
+    assert done.exit_code == 2 and "--image-size must be H,W" in done.output
