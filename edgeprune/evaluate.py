@@ -136,6 +136,12 @@ def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.Path
         raise EdgepruneError(f"two sets share a name: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
     if dataset_spec is None and sets:
         dataset_spec = sets[0].record["dataset"]["spec"]
+        recorded = sets[0].record["dataset"].get("folder") or {}
+        if recorded.get("val_split") is not None and getattr(folder, "val_split", None) is None:
+            from edgeprune.folders import FolderOptions  # the set's own split of a one-tree folder
+
+            folder = FolderOptions(val_split=recorded["val_split"], strict=bool(getattr(folder, "strict", False)))
+            seed = int(recorded["split_seed"])
     models = load_models(model_paths, allow_unsafe=allow_unsafe, inference_precision=inference_precision,
                          input_range=input_range)
     dataset = load_dataset(dataset_spec, folder=folder, seed=seed,  # a folder is resized to the first model's input

@@ -233,6 +233,11 @@ def _pipeline(tmp_path: Path, root: Path, size: int, precision: str) -> dict:
     run("evaluate", str(tmp_path / "base.h5"), str(tmp_path / "p50.h5"), str(tmp_path / "p50.tflite"),
         "--sets", str(tmp_path / "sets" / "fgsm.npz"), *folder, "-q", "-o", str(tmp_path / "report"))
     report = json.loads((tmp_path / "report.json").read_text())
+    # A set alone names its folder, --val-split and seed: the clean row needs no flags.
+    run("evaluate", str(tmp_path / "p50.tflite"), "--sets", str(tmp_path / "sets" / "fgsm.npz"), "-q",
+        "-o", str(tmp_path / "alone"))
+    alone = json.loads((tmp_path / "alone.json").read_text())
+    assert alone["dataset"]["test_fingerprint"] == report["dataset"]["test_fingerprint"]
     assert report["models"][0]["input_shape"] == [size, size, 3]
     assert report["images"] == {"clean": len(load_dataset(f"folder:{root}", folder=FolderOptions(val_split=0.25))
                                              .labels("test")), "fgsm": 20}
