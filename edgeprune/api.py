@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeprune.convert import ConvertConfig
 from edgeprune.errors import EdgepruneError
+from edgeprune.folders import FolderOptions
 from edgeprune.integrity import check_outputs, check_report_outputs, dataset_files
 from edgeprune.io import check_output, sidecar
 from edgeprune.options import CALL_NAMES, flag, option_names
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
     from edgeprune.compare import CompareConfig
     from edgeprune.data import Dataset
+    from edgeprune.folders import FolderDataset
     from edgeprune.profile import ProfileConfig
     from edgeprune.runtime import Predictor
 
@@ -73,11 +75,15 @@ def load_predictor(path: str | os.PathLike, *, allow_unsafe: bool = False, threa
 
 
 def load_dataset(spec: str = "digits", *, limit_train: int | None = None, limit_test: int | None = None,
-                 seed: int = 0) -> Dataset:
-    """digits (embedded), cifar10, cifar100, npz:PATH, dir:PATH or svhn:PATH."""
+                 seed: int = 0, folder: FolderOptions | None = None,
+                 input_shape: Sequence[int] | None = None) -> Dataset | FolderDataset:
+    """digits (embedded), cifar10, cifar100, npz:PATH, dir:PATH, svhn:PATH or folder:PATH (class
+    folders of images, decoded in batches; `folder`: --val-split / --image-size / --strict,
+    `input_shape`: what its images are resized to)."""
     from edgeprune.data import load_dataset as load
 
-    return load(spec, limit_train=limit_train, limit_test=limit_test, seed=seed)
+    return load(spec, limit_train=limit_train, limit_test=limit_test, seed=seed, folder=folder,
+                input_shape=input_shape)
 
 
 # --- import ---------------------------------------------------------------------------------
@@ -108,7 +114,7 @@ def import_model(model: str | os.PathLike, output: str | os.PathLike, options: I
 # --- train ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class TrainOptions(TrainConfig):
+class TrainOptions(FolderOptions, TrainConfig):
     """Train a zoo architecture from scratch (TrainConfig: the first paper's recipe by default)
     on `dataset`."""
 
@@ -141,7 +147,7 @@ def train(options: TrainOptions, output: str | os.PathLike, *, force: bool = Fal
     check_output(sidecar(output), force=force, inputs=dataset_files(options.dataset))
     config = options.config()
     data = load(options.dataset, limit_train=options.limit_train, limit_test=options.limit_test,
-                seed=options.seed)
+                seed=options.seed, folder=options)
     input_range = parse_input_range(options.input_range) if options.input_range is not None else None
     if input_range is not None:  # a model that takes this range (e.g. 0,255) is trained on it
         data = dataset_for_model(data, input_range)
@@ -161,7 +167,7 @@ def train(options: TrainOptions, output: str | os.PathLike, *, force: bool = Fal
 # --- convert --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class ConvertOptions(ConvertConfig):
+class ConvertOptions(FolderOptions, ConvertConfig):
     """Convert to TFLite or OpenVINO IR and verify against the source (ConvertConfig), with the
     data to calibrate and verify on."""
 
@@ -179,8 +185,8 @@ class ConvertOptions(ConvertConfig):
         return ConvertConfig(**{**values, "verify": 0 if self.no_verify else self.verify})
 
 
-def resolve_dataset(spec: str | None, model_path: str | os.PathLike, *, needed: bool,
-                    seed: int) -> tuple[Dataset | None, str | None]:
+def resolve_dataset(spec: str | None, model_path: str | os.PathLike, *, needed: bool, seed: int,
+                    folder: FolderOptions | None = None) -> tuple[Dataset | FolderDataset | None, str | None]:
     """(Dataset or None, the spec used). Without a spec, the dataset recorded in the model is
     used when it loads by name (digits, cifar10, cifar100); a file-based one must be given."""
     from edgeprune.data import load_dataset as load
@@ -197,7 +203,8 @@ def resolve_dataset(spec: str | None, model_path: str | os.PathLike, *, needed: 
                 f"{model_path}: {where}; pass its data with --dataset (e.g. npz:PATH), "
                 "or --no-verify for a float conversion")
         spec = recorded
-    return load(spec, seed=seed), spec
+    return load(spec, seed=seed, folder=folder, input_shape=record.get("input_shape"),
+                class_names=record.get("class_names")), spec
 
 
 def convert(model: str | os.PathLike, options: ConvertOptions, output: str | os.PathLike, *,
@@ -213,7 +220,8 @@ def convert(model: str | os.PathLike, options: ConvertOptions, output: str | os.
     check_output(report_path, force=force, inputs=inputs)
     if config.target == "openvino":
         check_output(output.with_suffix(".bin"), force=force, inputs=inputs)
-    data, spec = resolve_dataset(options.dataset, model, needed=config.needs_data, seed=options.seed)
+    data, spec = resolve_dataset(options.dataset, model, needed=config.needs_data, seed=options.seed,
+                                 folder=options)
     record = convert_model(model, output, config, dataset=data, dataset_spec=spec,
                            allow_unsafe=allow_unsafe, progress=progress, input_range=options.input_range)
     return ConvertResult(record=record, paths=(output, report_path))
@@ -222,7 +230,7 @@ def convert(model: str | os.PathLike, options: ConvertOptions, output: str | os.
 # --- attack ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class AttackOptions:
+class AttackOptions(FolderOptions):
     """Craft a transfer set: `attack` (a registry name) on a dataset split, untargeted."""
 
     attack: str
@@ -246,6 +254,7 @@ class AttackOptions:
         check_choice("preset", self.preset, ATTACK_PRESETS)
         if self.eps is not None and not self.eps > 0:
             raise EdgepruneError(f"--eps must be > 0, got {self.eps}")
+        super().__post_init__()
 
 
 def attack_config(options: AttackOptions) -> AttackConfig:
@@ -277,14 +286,15 @@ def attack(model: str | os.PathLike, options: AttackOptions, output: str | os.Pa
     npz_path, json_path, _ = set_paths(output)
     check_outputs((npz_path, json_path), force=force, inputs=[model, *dataset_files(options.dataset)])
     record = craft_transfer_set(model, options.dataset, config, output, split=options.split, limit=options.limit,
-                                progress=progress, allow_unsafe=allow_unsafe, input_range=options.input_range)
+                                progress=progress, allow_unsafe=allow_unsafe, input_range=options.input_range,
+                                folder=options)
     return TransferSetResult(record=record, paths=(npz_path, json_path))
 
 
 # --- evaluate and robustness ----------------------------------------------------------------
 
 @dataclass(frozen=True)
-class EvaluateOptions:
+class EvaluateOptions(FolderOptions):
     """Accuracy on the clean test split (`dataset`) and on transfer sets (`sets`), with each
     runtime computing at `inference_precision` (INFERENCE_PRECISIONS; what ran is recorded)."""
 
@@ -294,12 +304,14 @@ class EvaluateOptions:
     batch_size: int = 256
     inference_precision: str = "default"
     input_range: str | None = None  # for every model; None: each model's recorded or detected range
+    seed: int = 0  # a folder's --val-split seed (the one it was trained with)
 
     def __post_init__(self) -> None:
         check_choice("inference-precision", self.inference_precision, INFERENCE_PRECISIONS)
         check_choice("input-range", self.input_range, INPUT_RANGES)
         if not self.sets and not self.dataset:
             raise EdgepruneError("nothing to evaluate on: give --sets and/or --dataset")
+        super().__post_init__()
 
 
 def evaluate(models: Sequence[str | os.PathLike], options: EvaluateOptions, output: str | os.PathLike | None = None,
@@ -315,13 +327,14 @@ def evaluate(models: Sequence[str | os.PathLike], options: EvaluateOptions, outp
 
     record = evaluate_models(list(models), list(options.sets), dataset_spec=options.dataset, limit=options.limit,
                              batch_size=options.batch_size, allow_unsafe=allow_unsafe, progress=progress,
-                             inference_precision=options.inference_precision, input_range=options.input_range)
+                             inference_precision=options.inference_precision, input_range=options.input_range,
+                             folder=options, seed=options.seed)
     paths = tuple(write_report(record, output)) if output else ()
     return EvaluateResult(record=record, paths=paths)
 
 
 @dataclass(frozen=True)
-class RobustnessOptions:
+class RobustnessOptions(FolderOptions):
     """White-box robustness of each model on itself: AutoAttack robust accuracy at `eps`
     (`autoattack` = standard | fast) or FMN robustness curves (`curve`)."""
 
@@ -345,6 +358,7 @@ class RobustnessOptions:
             raise EdgepruneError("--curve and --autoattack are separate reports: give one of them")
         if not self.curve and not self.autoattack:
             raise EdgepruneError("robustness needs --curve or --autoattack VERSION")
+        super().__post_init__()
 
 
 def robustness(models: Sequence[str | os.PathLike], options: RobustnessOptions,
@@ -368,7 +382,8 @@ def robustness(models: Sequence[str | os.PathLike], options: RobustnessOptions,
         record, curves = evaluate_curves(model_list, dataset_spec=options.dataset, limit=options.limit, norm=norm,
                                          steps=options.fmn_steps, tune=options.tune, eps_report=eps_report,
                                          batch_size=options.batch_size, allow_unsafe=allow_unsafe,
-                                         progress=progress, input_range=options.input_range)
+                                         progress=progress, input_range=options.input_range, folder=options,
+                                         seed=options.seed)
         if output:
             paths = write_curves(record, curves, output)
     else:
@@ -378,7 +393,7 @@ def robustness(models: Sequence[str | os.PathLike], options: RobustnessOptions,
         record = evaluate_autoattack(model_list, eps=eps, dataset_spec=options.dataset, limit=options.limit,
                                      norm=norm, version=options.autoattack or "standard", seed=options.seed,
                                      batch_size=options.batch_size, allow_unsafe=allow_unsafe,
-                                     progress=progress, input_range=options.input_range)
+                                     progress=progress, input_range=options.input_range, folder=options)
         if output:
             paths = write_autoattack(record, output)
     return RobustnessResult(record=record, paths=tuple(paths))

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
     from edgeprune.data import Dataset
+    from edgeprune.folders import FolderDataset
 
 # Default top-1 agreement a conversion must reach on the verification images. Float
 # conversions only reorder arithmetic: anything below 99% is a broken conversion. Weight or
@@ -120,21 +121,24 @@ def summarise_error(exc: BaseException, log_lines: Sequence[str] = ()) -> str:
     return first[:200]
 
 
-def calibration_images(dataset: "Dataset", count: int, *, seed: int = 0) -> np.ndarray:
-    """`count` class-stratified training images, float32 in [0, 1]."""
+def calibration_images(dataset: "Dataset | FolderDataset", count: int, *, seed: int = 0) -> np.ndarray:
+    """`count` class-stratified training images, float32 in [0, 1] (only these are decoded)."""
     from edgeprune.data import stratified_indices
 
-    x_train, y_train = dataset.split("train")
-    return x_train[stratified_indices(y_train, min(count, len(y_train)), seed=seed)]
+    y_train = dataset.labels("train")
+    if len(y_train) == 0:
+        dataset.split("train")  # the dataset's own one-line error for an empty split
+    return dataset.take("train", stratified_indices(y_train, min(count, len(y_train)), seed=seed))[0]
 
 
-def verification_split(dataset: "Dataset", count: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """`count` class-stratified test images and labels."""
+def verification_split(dataset: "Dataset | FolderDataset", count: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """`count` class-stratified test images and labels (only these are decoded)."""
     from edgeprune.data import stratified_indices
 
-    x_test, y_test = dataset.split("test")
-    keep = stratified_indices(y_test, min(count, len(y_test)), seed=seed)
-    return x_test[keep], y_test[keep]
+    y_test = dataset.labels("test")
+    if len(y_test) == 0:
+        dataset.split("test")
+    return dataset.take("test", stratified_indices(y_test, min(count, len(y_test)), seed=seed))
 
 
 def compare_logits(source: np.ndarray, converted: np.ndarray, labels: np.ndarray) -> dict:
@@ -334,7 +338,7 @@ def _move_into_place(converted: Path, output: Path) -> None:
 
 
 def convert_model(source: str | os.PathLike, output: str | os.PathLike, config: ConvertConfig, *,
-                  dataset: "Dataset | None" = None, dataset_spec: str | None = None,
+                  dataset: "Dataset | FolderDataset | None" = None, dataset_spec: str | None = None,
                   allow_unsafe: bool = False, progress: bool = True, input_range: str | None = None) -> dict:
     """Convert `source` (.h5) to `output`, verify it, move it into place and write its report
     (`report_path_for(output)`); return the report.
@@ -439,7 +443,7 @@ def convert_model(source: str | os.PathLike, output: str | os.PathLike, config: 
             "images": int(len(calibration)), "split": "train", "seed": config.seed},
         "dataset": None if dataset is None else {
             "spec": dataset_spec or dataset.name, "name": dataset.name,
-            "test_fingerprint": dataset.fingerprint("test"),
+            "test_fingerprint": dataset.fingerprint("test"), **dataset.record(),
             "matches_model_record": (None if not recorded_fingerprint
                                      else recorded_fingerprint == dataset.fingerprint("test"))},
         "verification": verification,

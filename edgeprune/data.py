@@ -1,5 +1,5 @@
 """Datasets behind one spec string: `digits`, `cifar10`, `cifar100`, `npz:PATH`, `dir:PATH`,
-`svhn:PATH`.
+`svhn:PATH`, and `folder:PATH` (class folders of real images, streamed: edgeprune.folders).
 
 Images are kept as uint8 NHWC (0..255) and handed out as float32 in [0, 1] on request, the
 input range every edgeprune model and attack assumes. Nothing here unpickles arbitrary
@@ -14,10 +14,16 @@ import io
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from edgeprune.folders import FolderDataset, FolderOptions
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer",
@@ -39,6 +45,7 @@ class Dataset:
     class_names: tuple[str, ...]
     index_train: np.ndarray = field(default=None)  # type: ignore[arg-type]  # filled in __post_init__
     index_test: np.ndarray = field(default=None)  # type: ignore[arg-type]
+    input_range: Any = None  # an edgeprune.inputrange.InputRange: float splits come in it
 
     def __post_init__(self) -> None:
         for split in SPLITS:
@@ -62,7 +69,28 @@ class Dataset:
         y = getattr(self, f"y_{split}")
         if len(y) == 0:
             raise EdgepruneError(f"dataset {self.name!r}: the {split} split is empty")
-        return to_dtype(x, dtype), y
+        return to_dtype(x, dtype, self.input_range), y
+
+    def labels(self, split: str) -> np.ndarray:
+        return getattr(self, f"y_{split}")
+
+    def take(self, split: str, positions: Sequence[int] | np.ndarray, *,
+             dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) of the images at `positions` of one split."""
+        x, y = getattr(self, f"x_{split}"), self.labels(split)
+        positions = np.asarray(positions, dtype=np.int64)
+        return to_dtype(x[positions], dtype, self.input_range), y[positions]
+
+    def batches(self, split: str, batch_size: int = 256, *,
+                dtype: str = "float32") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(x, y) batches of one split in order (what a folder: dataset streams)."""
+        count = len(self.split(split, dtype="uint8")[1])
+        for begin in range(0, count, batch_size):
+            yield self.take(split, np.arange(begin, min(begin + batch_size, count)), dtype=dtype)
+
+    def record(self) -> dict:
+        """What a report records of this dataset beyond its name and fingerprint."""
+        return {"class_names": list(self.class_names)}
 
     def indices(self, split: str) -> np.ndarray:
         return getattr(self, f"index_{split}")
@@ -76,11 +104,13 @@ class Dataset:
         return digest.hexdigest()[:16]
 
 
-def to_dtype(x: np.ndarray, dtype: str) -> np.ndarray:
+def to_dtype(x: np.ndarray, dtype: str, input_range: Any = None) -> np.ndarray:
+    """uint8 images as `dtype`: uint8 as they are, float32 in [0, 1] (or in `input_range`)."""
     if dtype == "uint8":
         return x
     if dtype == "float32":
-        return x.astype(np.float32) / np.float32(255.0)
+        floats = x.astype(np.float32) / np.float32(255.0)
+        return floats if input_range is None else input_range.to_model(floats)
     raise EdgepruneError(f"unknown dtype {dtype!r}; expected float32 or uint8")
 
 
@@ -104,9 +134,12 @@ def stratified_indices(labels: np.ndarray, limit: int, *, seed: int = 0) -> np.n
     return np.sort(np.asarray(picked, dtype=np.int64))
 
 
-def subset(dataset: Dataset, *, limit_train: int | None = None, limit_test: int | None = None,
-           seed: int = 0) -> Dataset:
-    """A class-stratified subset of each split, keeping source indices."""
+def subset(dataset: Dataset | FolderDataset, *, limit_train: int | None = None, limit_test: int | None = None,
+           seed: int = 0) -> Dataset | FolderDataset:
+    """A class-stratified subset of each split, keeping source indices (a folder: chosen from its
+    file list, nothing decoded)."""
+    if not isinstance(dataset, Dataset):
+        return dataset.subset(limit_train=limit_train, limit_test=limit_test, seed=seed)
     parts = {}
     for split, limit in (("train", limit_train), ("test", limit_test)):
         x, y, idx = (getattr(dataset, f"{a}_{split}") for a in ("x", "y", "index"))
@@ -114,13 +147,25 @@ def subset(dataset: Dataset, *, limit_train: int | None = None, limit_test: int 
             keep = stratified_indices(y, limit, seed=seed)
             x, y, idx = x[keep], y[keep], idx[keep]
         parts.update({f"x_{split}": x, f"y_{split}": y, f"index_{split}": idx})
-    return Dataset(name=dataset.name, class_names=dataset.class_names, **parts)
+    return Dataset(name=dataset.name, class_names=dataset.class_names, input_range=dataset.input_range, **parts)
 
 
 def load_dataset(spec: str = DEFAULT_DATASET, *, limit_train: int | None = None,
-                 limit_test: int | None = None, seed: int = 0) -> Dataset:
-    """Load a dataset by spec; see the module docstring for the forms accepted."""
+                 limit_test: int | None = None, seed: int = 0, folder: FolderOptions | None = None,
+                 input_shape: Sequence[int] | None = None,
+                 class_names: Sequence[str] | None = None) -> Dataset | FolderDataset:
+    """Load a dataset by spec; see the module docstring for the forms accepted.
+
+    `folder` (--val-split, --image-size, --strict), the model's `input_shape` (what a folder's
+    images are resized to) and the `class_names` the model records (a folder's must match)
+    apply to `folder:PATH`; the array datasets refuse `folder` settings and ignore the rest.
+    """
     kind, _, arg = spec.partition(":")
+    if kind == "folder":
+        return _load_folder(spec, arg, limit_train=limit_train, limit_test=limit_test, seed=seed, folder=folder,
+                            input_shape=input_shape, class_names=class_names)
+    if folder is not None and not folder.folder_settings.is_default:
+        raise EdgepruneError(f"--val-split, --image-size and --strict apply to folder:PATH datasets, not {spec!r}")
     loaders = {
         "digits": _load_digits,
         "cifar10": lambda _: _load_keras("cifar10"),
@@ -132,14 +177,31 @@ def load_dataset(spec: str = DEFAULT_DATASET, *, limit_train: int | None = None,
     if kind not in loaders:
         raise EdgepruneError(
             f"unknown dataset {spec!r}; expected digits, cifar10, cifar100, npz:PATH, "
-            "dir:PATH or svhn:PATH"
+            "dir:PATH, svhn:PATH or folder:PATH"
         )
     if kind in ("npz", "dir", "svhn") and not arg:
         raise EdgepruneError(f"dataset {spec!r} needs a path, e.g. {kind}:/data/...")
     dataset = loaders[kind](arg)
     _check_arrays(dataset)
     if limit_train is not None or limit_test is not None:
-        dataset = subset(dataset, limit_train=limit_train, limit_test=limit_test, seed=seed)
+        return subset(dataset, limit_train=limit_train, limit_test=limit_test, seed=seed)
+    return dataset
+
+
+def _load_folder(spec: str, path: str, *, limit_train: int | None, limit_test: int | None, seed: int,
+                 folder: FolderOptions | None, input_shape: Sequence[int] | None,
+                 class_names: Sequence[str] | None) -> FolderDataset:
+    from edgeprune.folders import load_folder
+
+    if not path:
+        raise EdgepruneError(f"dataset {spec!r} needs a path, e.g. folder:/data/images")
+    dataset = load_folder(path, folder, seed=seed, input_shape=input_shape)
+    if class_names and len(class_names) == dataset.num_classes and tuple(class_names) != dataset.class_names:
+        differ = [f"{a}/{b}" for a, b in zip(class_names, dataset.class_names, strict=True) if a != b]
+        raise EdgepruneError(f"dataset {dataset.name!r}: its classes differ from the model's (model/folder: "
+                             f"{', '.join(differ[:4])}{', ...' if len(differ) > 4 else ''})")
+    if limit_train is not None or limit_test is not None:
+        dataset = dataset.subset(limit_train=limit_train, limit_test=limit_test, seed=seed)
     return dataset
 
 

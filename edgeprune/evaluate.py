@@ -115,15 +115,17 @@ def check_set_dataset(transfer: TransferSet, dataset) -> None:
 def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.PathLike], *,
              dataset_spec: str | None = None, limit: int | None = None, batch_size: int = 256,
              allow_unsafe: bool = False, progress: bool = False,
-             inference_precision: str | None = None, input_range: str | None = None) -> dict[str, Any]:
+             inference_precision: str | None = None, input_range: str | None = None, folder: Any = None,
+             seed: int = 0) -> dict[str, Any]:
     """The accuracy matrix (clean split + each set) x models, with views (a) and (b).
 
     `inference_precision` (edgeprune.runtime.INFERENCE_PRECISIONS, None = "default": what each
     runtime picks on this host) is how the runtimes compute; what ran is recorded per model.
     Images stay in [0, 1]; each model is fed its input range (`input_range` for all, else each
-    model's recorded or detected one).
+    model's recorded or detected one). The clean split is read in batches (a `folder:` dataset,
+    with `folder`'s --val-split / --image-size / --strict and `seed`, is never whole in memory).
     """
-    from edgeprune.data import load_dataset
+    from edgeprune.data import load_dataset, subset
     from edgeprune.progress import progress_task
 
     if not model_paths:
@@ -135,33 +137,38 @@ def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.Path
         raise EdgepruneError(f"two sets share a name: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
     if dataset_spec is None and sets:
         dataset_spec = sets[0].record["dataset"]["spec"]
-    dataset = load_dataset(dataset_spec) if dataset_spec else None
+        recorded = sets[0].record["dataset"].get("folder") or {}
+        if recorded.get("val_split") is not None and getattr(folder, "val_split", None) is None:
+            from edgeprune.folders import FolderOptions  # the set's own split of a one-tree folder
+
+            folder = FolderOptions(val_split=recorded["val_split"], strict=bool(getattr(folder, "strict", False)))
+            seed = int(recorded["split_seed"])
+    models = load_models(model_paths, allow_unsafe=allow_unsafe, inference_precision=inference_precision,
+                         input_range=input_range)
+    dataset = load_dataset(dataset_spec, folder=folder, seed=seed,  # a folder is resized to the first model's input
+                           input_shape=models[0].info.get("input_shape")) if dataset_spec else None
     for transfer in sets:
         if dataset is not None:
             check_set_dataset(transfer, dataset)
-    models = load_models(model_paths, allow_unsafe=allow_unsafe, inference_precision=inference_precision,
-                         input_range=input_range)
     for transfer in sets:
         for model in models:
             check_set_fits(transfer, model)
-    clean_x = clean_y = None
+    data = None
     if dataset is not None:
         for model in models:
             check_fit(dataset, input_shape=model.info.get("input_shape", []),
                       num_classes=int(model.info.get("num_classes", dataset.num_classes)),
                       model=f"model {model.label}", trained_on=model.dataset)
-        data = load_dataset(dataset_spec, limit_test=limit, seed=0) if limit and dataset_spec else dataset
-        clean_x, clean_y = data.split("test")
+        data = subset(dataset, limit_test=limit, seed=0) if limit else dataset
 
-    rows = ([CLEAN] if clean_x is not None else []) + names
+    rows = ([CLEAN] if data is not None else []) + names
     accuracy: dict[str, dict[str, float]] = {row: {} for row in rows}
     images: dict[str, int] = {}
     with progress_task("evaluate", len(rows) * len(models), enabled=progress) as advance:
+        if data is not None:
+            accuracy[CLEAN], images[CLEAN] = _clean_accuracy(models, data, batch_size)
+            advance(len(models), "clean")
         for model in models:
-            if clean_x is not None and clean_y is not None:
-                accuracy[CLEAN][model.label] = _accuracy(model, clean_x, clean_y, batch_size)
-                images[CLEAN] = int(len(clean_y))
-                advance(1, f"{model.label} clean")
             for transfer in sets:
                 accuracy[transfer.name][model.label] = _accuracy(model, transfer.x_adv, transfer.y, batch_size)
                 images[transfer.name] = int(len(transfer.y))
@@ -171,7 +178,8 @@ def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.Path
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "dataset": None if dataset is None else {"spec": dataset_spec, "name": dataset.name,
-                                                  "test_fingerprint": dataset.fingerprint("test"), "limit": limit},
+                                                  "test_fingerprint": dataset.fingerprint("test"), "limit": limit,
+                                                  **dataset.record()},
         "models": [{"label": m.label, "path": str(m.path), "sha256": m.sha256, "parent_sha256": m.parent_sha256,
                     "format": m.info.get("format"), "precision": m.info.get("precision"),
                     "inference_precision": m.info.get("inference_precision"),
@@ -192,6 +200,17 @@ def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.Path
     }
     report["model_order"] = labels
     return report
+
+
+def _clean_accuracy(models: list[ModelEntry], data: Any, batch_size: int) -> tuple[dict[str, float], int]:
+    """Accuracy of every model on the test split, read once in batches (each batch fed to all models)."""
+    correct = dict.fromkeys((m.label for m in models), 0)
+    total = 0
+    for x, y in data.batches("test", batch_size):
+        for model in models:
+            correct[model.label] += int(np.sum(np.argmax(model.predictor.predict(x, batch_size=batch_size), axis=1) == y))
+        total += len(y)
+    return {label: count / total for label, count in correct.items()}, total
 
 
 def _accuracy(model: ModelEntry, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:

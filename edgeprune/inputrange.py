@@ -215,14 +215,6 @@ def dataset_for_model(dataset: Any, input_range: InputRange) -> Any:
     model that takes 0..255 or -1..1); pixels, fingerprints and uint8 splits are unchanged."""
     if input_range.is_unit:
         return dataset
-    from dataclasses import asdict
+    from dataclasses import replace
 
-    from edgeprune.data import Dataset
-
-    class RangedDataset(Dataset):
-        def split(self, split: str, *, dtype: str = "float32"):
-            x, y = super().split(split, dtype=dtype)
-            return (input_range.to_model(x) if dtype == "float32" else x), y
-
-    fields = {k: v for k, v in asdict(dataset).items()}
-    return RangedDataset(**fields)
+    return replace(dataset, input_range=input_range)  # arrays (or a folder's file list) shared, not copied

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.folders import FolderOptions
 from edgeprune.io import check_output, sidecar
 from edgeprune.options import flag
 from edgeprune.results import PruneResult
@@ -36,7 +37,7 @@ def _open_fraction(name: str, value: float | None) -> None:
 
 
 @dataclass(frozen=True)
-class PruneOptions:
+class PruneOptions(FolderOptions):
     """How to prune and fine-tune. Method-specific options are None unless given (their
     defaults apply then); giving one of the other method's is refused."""
 
@@ -81,6 +82,7 @@ class PruneOptions:
         check_choice("scope", self.scope, TFMOT_SCOPES)
         check_choice("criterion", self.criterion, NNCF_CRITERIA)
         check_choice("input-range", self.input_range, INPUT_RANGES)
+        super().__post_init__()
 
     @property
     def fine_tune_epochs(self) -> int:
@@ -164,22 +166,28 @@ def _nncf_filter(base: Any, data: Any, config: Any, *, output: Path, shrinking: 
     from edgeprune.prune.shrink import shrink_model
 
     shrunk, shrink_info = shrink_model(masked)
-    x_test, y_test = data.split("test")
-    masked_logits = KerasPredictor(masked).predict(x_test)
-    shrunk_logits = KerasPredictor(shrunk).predict(x_test)
-    max_abs_diff = float(np.max(np.abs(masked_logits - shrunk_logits)))
-    # Relative to the largest logit: float32 rounding on a model with 1e5-sized logits (fresh
+    max_diff, max_logit, masked_correct, agree, seen = 0.0, 0.0, 0, 0, 0
+    masked_predictor, shrunk_predictor = KerasPredictor(masked), KerasPredictor(shrunk)
+    for x_test, y_test in data.batches("test"):  # streamed: a folder's test split is never whole in memory
+        masked_logits = masked_predictor.predict(x_test)
+        shrunk_logits = shrunk_predictor.predict(x_test)
+        max_diff = max(max_diff, float(np.max(np.abs(masked_logits - shrunk_logits))))
+        max_logit = max(max_logit, float(np.max(np.abs(masked_logits))))
+        masked_correct += int(np.sum(masked_logits.argmax(axis=1) == y_test))
+        agree += int(np.sum(masked_logits.argmax(axis=1) == shrunk_logits.argmax(axis=1)))
+        seen += len(y_test)
+    # Relative to the largest logit too: float32 rounding on a model with 1e5-sized logits (fresh
     # weights fed 0..255 pixels) gives absolute differences of 0.1 that mean nothing.
-    shrink_info = {**shrink_info, "max_abs_logit_diff_vs_masked": max_abs_diff,
-                   "max_rel_logit_diff_vs_masked": max_abs_diff / max(float(np.max(np.abs(masked_logits))), 1e-12),
-                   "argmax_agreement_vs_masked": float(np.mean(masked_logits.argmax(1) == shrunk_logits.argmax(1)))}
+    shrink_info = {**shrink_info, "max_abs_logit_diff_vs_masked": max_diff,
+                   "max_rel_logit_diff_vs_masked": max_diff / max(max_logit, 1e-12),
+                   "argmax_agreement_vs_masked": agree / max(seen, 1)}
     masked_stats = model_stats(masked)
     extra_models = {"masked": {
         "path": str(masked_path(output)),
         "params": masked_stats["params"], "params_nonzero": masked_stats["params_nonzero"],
         "macs": masked_stats["macs"], "sparsity": round(masked_stats["sparsity"], 6),
         "filters_zero": sum(row["filters_zero"] for row in masked_stats["layers"]),
-        "test_accuracy": float((masked_logits.argmax(axis=1) == y_test).mean()),
+        "test_accuracy": masked_correct / max(seen, 1),
     }}
     return (shrunk, {**info, "shrink": shrink_info}, target_record, extra_models,
             [(masked, masked_path(output)), (shrunk, output)])
@@ -248,21 +256,21 @@ def prune(model: str | os.PathLike, options: PruneOptions, output: str | os.Path
     from edgeprune.modelio import load_keras_model, read_metadata
     from edgeprune.modelstats import model_stats
     from edgeprune.prune.report import build_report
-    from edgeprune.train import accuracy
+    from edgeprune.train import dataset_accuracy
 
     base = load_keras_model(source, allow_unsafe=allow_unsafe)
     base_meta = read_metadata(source)
     data = load_dataset(options.dataset, limit_train=options.limit_train, limit_test=options.limit_test,
-                        seed=options.seed)
+                        seed=options.seed, folder=options, input_shape=base.input_shape[1:],
+                        class_names=base_meta.get("class_names"))
     check_fit(data, input_shape=base.input_shape[1:], num_classes=int(base.output_shape[-1]), model=str(source))
     resolved_range = resolve_input_range(options.input_range, metadata=base_meta, model=base)
     announce(resolved_range)
     data = dataset_for_model(data, resolved_range.input_range)  # fine-tuned and measured on what it takes
     if not resolved_range.input_range.is_unit:  # recorded in the pruned model, so later commands feed it so
         base_meta = {**base_meta, "input_range": resolved_range.input_range.as_dict()}
-    x_test, y_test = data.split("test")
     base_stats = model_stats(base)
-    accuracy_before = accuracy(base, x_test, y_test)
+    accuracy_before = dataset_accuracy(base, data)
 
     shrinking = options.shrinking
     extra_models = None
@@ -280,7 +288,7 @@ def prune(model: str | os.PathLike, options: PruneOptions, output: str | os.Path
             base, data, config, output=output, shrinking=shrinking, progress=progress)
 
     pruned_stats = model_stats(pruned)
-    accuracy_after = accuracy(pruned, x_test, y_test)
+    accuracy_after = dataset_accuracy(pruned, data)
     source_sha = sha256_file(source)
     pruning_meta = {"method": options.method,
                     **{k: v for k, v in target_record.items() if not isinstance(v, dict)},
@@ -297,7 +305,7 @@ def prune(model: str | os.PathLike, options: PruneOptions, output: str | os.Path
         source={"path": str(source), "sha256": source_sha, "metadata": base_meta},
         output={"path": str(output), **({"masked_path": str(masked_path(output))} if shrinking else {})},
         dataset={"spec": options.dataset, "name": data.name, "fingerprint": data.fingerprint("test"),
-                 "train_samples": int(len(data.y_train)), "test_samples": int(len(y_test))},
+                 "train_samples": int(len(data.y_train)), "test_samples": int(len(data.y_test)), **data.record()},
         base_stats=base_stats, pruned_stats=pruned_stats, accuracy_before=accuracy_before,
         accuracy_after=accuracy_after, target=target_record,
         method_info={**info, "config": asdict(config)}, seed=options.seed, seconds=0.0, versions=versions(),

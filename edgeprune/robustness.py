@@ -240,18 +240,20 @@ def write_curves(report: dict, curves: Sequence[RobustnessCurve], stem: str | os
     return paths
 
 
-def _load_split(dataset_spec: str | None, model_paths: Sequence[Path], limit: int | None):
+def _load_split(dataset_spec: str | None, model_paths: Sequence[Path], limit: int | None, folder: Any = None,
+                seed: int = 0):
     from edgeprune.data import load_dataset
+    from edgeprune.modelio import read_metadata
 
+    keras_paths = [p for p in model_paths if p.suffix.lower() in KERAS_SUFFIXES]
     if dataset_spec is None:
-        from edgeprune.modelio import read_metadata
-
         names = {read_metadata(p).get("dataset") for p in model_paths if p.suffix.lower() in KERAS_SUFFIXES}
         names.discard(None)
         if len(names) != 1:
             raise EdgepruneError("give --dataset: the models' metadata does not name one dataset")
         dataset_spec = str(names.pop())
-    dataset = load_dataset(dataset_spec, limit_test=limit)
+    shape = read_metadata(keras_paths[0]).get("input_shape") if keras_paths else None  # a folder's resize target
+    dataset = load_dataset(dataset_spec, limit_test=limit, folder=folder, seed=seed, input_shape=shape)
     x, y = dataset.split("test")
     if len(x) == 0:
         raise EdgepruneError(f"dataset {dataset_spec}: the test split is empty")
@@ -278,7 +280,8 @@ def evaluate_curves(model_paths: Sequence[str | os.PathLike], *, dataset_spec: s
                     limit: int | None = None, norm: str = "linf", steps: int = 100, tune: bool = True,
                     calibration: int = 32, eps_report: Sequence[float] = (), batch_size: int = 128,
                     allow_unsafe: bool = False, progress: bool = False,
-                    input_range: str | None = None) -> tuple[dict, list[RobustnessCurve]]:
+                    input_range: str | None = None, folder: Any = None,
+                    seed: int = 0) -> tuple[dict, list[RobustnessCurve]]:
     """FMN robustness curves of several Keras models on one dataset's test split; each model
     is fed its input range (`input_range` for all, else its recorded or detected one)."""
     from edgeprune.attacks.registry import normalize_norm
@@ -288,7 +291,7 @@ def evaluate_curves(model_paths: Sequence[str | os.PathLike], *, dataset_spec: s
     for path in paths:
         if not path.exists():
             raise EdgepruneError(f"{path}: no such model file")
-    dataset, x, y = _load_split(dataset_spec, paths, limit)
+    dataset, x, y = _load_split(dataset_spec, paths, limit, folder, seed)
     curves = []
     for path in paths:
         model, range_record = _keras_only(path, "an FMN curve", allow_unsafe, input_range)
@@ -297,14 +300,15 @@ def evaluate_curves(model_paths: Sequence[str | os.PathLike], *, dataset_spec: s
         curves.append(replace(curve, source={"path": str(path), "sha256": sha256_file(path),
                                                    "input_range": range_record}))
     report = curves_report(curves, eps_report=eps_report, dataset={
-        "name": dataset.name, "split": "test", "images": int(len(x)), "fingerprint": dataset.fingerprint("test")})
+        "name": dataset.name, "split": "test", "images": int(len(x)), "fingerprint": dataset.fingerprint("test"),
+        **dataset.record()})
     return report, curves
 
 
 def evaluate_autoattack(model_paths: Sequence[str | os.PathLike], *, eps: float, dataset_spec: str | None = None,
                         limit: int | None = None, norm: str = "linf", version: str = "standard",
                         seed: int = 0, batch_size: int = 128, allow_unsafe: bool = False,
-                        progress: bool = False, input_range: str | None = None) -> dict[str, Any]:
+                        progress: bool = False, input_range: str | None = None, folder: Any = None) -> dict[str, Any]:
     """AutoAttack on each model: Keras models get all stages, .tflite/.xml the black-box Square;
     each is fed its input range (`input_range` for all, else its recorded or detected one)."""
     from edgeprune.attacks.autoattack import AutoAttackConfig, bucketed_predict, numpy_predict, run_autoattack
@@ -319,7 +323,7 @@ def evaluate_autoattack(model_paths: Sequence[str | os.PathLike], *, eps: float,
         config = AutoAttackConfig(eps=eps, norm=norm, version=version, seed=seed, batch_size=batch_size)
     except ValueError as exc:
         raise EdgepruneError(str(exc)) from None
-    dataset, x, y = _load_split(dataset_spec, paths, limit)
+    dataset, x, y = _load_split(dataset_spec, paths, limit, folder, seed)
     rows = []
     for path in paths:
         started = time.perf_counter()
@@ -338,7 +342,7 @@ def evaluate_autoattack(model_paths: Sequence[str | os.PathLike], *, eps: float,
                      "seconds": round(time.perf_counter() - started, 3)})
     return {"schema": AUTOATTACK_SCHEMA, "config": config.as_dict(),
             "dataset": {"name": dataset.name, "split": "test", "images": int(len(x)),
-                        "fingerprint": dataset.fingerprint("test")},
+                        "fingerprint": dataset.fingerprint("test"), **dataset.record()},
             "models": rows, "versions": versions()}
 
 

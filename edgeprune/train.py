@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,8 @@ from edgeprune.vocab import AUGMENTATIONS
 
 if TYPE_CHECKING:
     import tensorflow as tf
+
+    from edgeprune.folders import FolderDataset
 
 
 
@@ -70,16 +72,33 @@ def make_train_pipeline(x: np.ndarray, y: np.ndarray, *, batch_size: int, augmen
     """Shuffled, augmented, batched float32 [0, 1] images from uint8 arrays."""
     import tensorflow as tf
 
-    height, width = x.shape[1:3]
-    pad = max(1, height // 8)  # 4 pixels on 32x32, 1 on 8x8 digits
     data = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int64)))
     data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return augment_and_batch(data, tuple(x.shape[1:]), batch_size=batch_size, augment=augment)
+
+
+def dataset_train_pipeline(dataset: Any, *, batch_size: int, augment: str, seed: int) -> "tf.data.Dataset":
+    """`make_train_pipeline` of a dataset's train split: arrays, or a folder: decoded in batches."""
+    if isinstance(dataset, Dataset):
+        return make_train_pipeline(dataset.x_train, dataset.y_train, batch_size=batch_size, augment=augment,
+                                   seed=seed)
+    return augment_and_batch(dataset.tf_images("train", shuffle_seed=seed), dataset.input_shape,
+                             batch_size=batch_size, augment=augment)
+
+
+def augment_and_batch(data: "tf.data.Dataset", shape: tuple[int, ...], *, batch_size: int,
+                      augment: str) -> "tf.data.Dataset":
+    """(uint8 image, label) -> float32 [0, 1], cropped / flipped as `augment` says, batched."""
+    import tensorflow as tf
+
+    height, width, channels = shape
+    pad = max(1, height // 8)  # 4 pixels on 32x32, 1 on 8x8 digits
 
     def prepare(image, label):
         image = tf.cast(image, tf.float32) / 255.0
         if augment in ("crop", "flip-crop"):
             image = tf.image.resize_with_crop_or_pad(image, height + 2 * pad, width + 2 * pad)
-            image = tf.image.random_crop(image, (height, width, x.shape[3]))
+            image = tf.image.random_crop(image, (height, width, channels))
         if augment == "flip-crop":
             image = tf.image.random_flip_left_right(image)
         return image, label
@@ -115,7 +134,19 @@ def accuracy(model: "tf.keras.Model", x: np.ndarray, y: np.ndarray, *, batch_siz
     return float((logits.argmax(axis=1) == y).mean())
 
 
-def train_model(config: TrainConfig, dataset: Dataset, *, progress: bool = True) -> tuple["tf.keras.Model", dict]:
+def dataset_accuracy(model: "tf.keras.Model", dataset: Any, split: str = "test", *, batch_size: int = 256) -> float:
+    """Top-1 accuracy of a Keras model on a dataset split, read in batches (a folder is streamed)."""
+    from edgeprune.runtime import KerasPredictor
+
+    predictor = KerasPredictor(model)
+    correct = total = 0
+    for x, y in dataset.batches(split, batch_size):
+        correct += int(np.sum(predictor.predict(x, batch_size=batch_size).argmax(axis=1) == y))
+        total += len(y)
+    return correct / total if total else float("nan")
+
+
+def train_model(config: TrainConfig, dataset: Dataset | FolderDataset, *, progress: bool = True) -> tuple["tf.keras.Model", dict]:
     """Build and train `config.arch` on `dataset`; returns the model and a result record."""
     import tensorflow as tf
 
@@ -125,11 +156,10 @@ def train_model(config: TrainConfig, dataset: Dataset, *, progress: bool = True)
     tf.keras.utils.set_random_seed(config.seed)
     model = build_model(config.arch, input_shape=dataset.input_shape,
                         num_classes=dataset.num_classes, width=config.width)
-    x_train, y_train = dataset.x_train, dataset.y_train
+    y_train = dataset.y_train
     augment = resolve_augmentation(config.augment, dataset.name)
-    pipeline = make_train_pipeline(x_train, y_train, batch_size=config.batch_size,
-                                   augment=augment, seed=config.seed)
-    steps_per_epoch = int(np.ceil(len(x_train) / config.batch_size))
+    pipeline = dataset_train_pipeline(dataset, batch_size=config.batch_size, augment=augment, seed=config.seed)
+    steps_per_epoch = int(np.ceil(len(y_train) / config.batch_size))
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -140,8 +170,7 @@ def train_model(config: TrainConfig, dataset: Dataset, *, progress: bool = True)
         keras_progress_callback(f"train {config.arch}", config.epochs, steps_per_epoch, enabled=progress)
     ])
     seconds = time.perf_counter() - started
-    x_test, y_test = dataset.split("test")
-    test_accuracy = accuracy(model, x_test, y_test)
+    test_accuracy = dataset_accuracy(model, dataset, "test")
     result = {
         "arch": config.arch,
         "dataset": dataset.name,
@@ -149,8 +178,9 @@ def train_model(config: TrainConfig, dataset: Dataset, *, progress: bool = True)
         "input_shape": list(dataset.input_shape),
         "num_classes": dataset.num_classes,
         "class_names": list(dataset.class_names),
-        "train_samples": int(len(x_train)),
-        "test_samples": int(len(x_test)),
+        **({"folder": dataset.record()["folder"]} if not isinstance(dataset, Dataset) else {}),
+        "train_samples": int(len(y_train)),
+        "test_samples": int(len(dataset.y_test)),
         "config": {**asdict(config), "augment": augment, "milestones": list(config.milestones)},
         "train_accuracy_last_epoch": float(history.history["accuracy"][-1]),
         "test_accuracy": test_accuracy,

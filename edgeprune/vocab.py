@@ -16,7 +16,7 @@ ARCHITECTURE_NAMES = ("smallcnn", "resnet8", "resnet20", "resnet18", "resnet50",
                       "densenet121", "mobilenet")
 # Datasets: loadable by name, or KIND:PATH.
 DATASETS_BY_NAME = ("digits", "cifar10", "cifar100")
-DATASET_PATH_KINDS = ("npz", "dir", "svhn")
+DATASET_PATH_KINDS = ("npz", "dir", "svhn", "folder")
 SPLITS = ("test", "train")
 AUGMENTATIONS = ("auto", "none", "crop", "flip-crop")
 

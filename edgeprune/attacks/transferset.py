@@ -60,13 +60,14 @@ class TransferSet:
 
 def craft_transfer_set(model_path: str | os.PathLike, dataset_spec: str, config: AttackConfig, output: str | os.PathLike,
                        *, split: str = "test", limit: int | None = None, progress: bool = False,
-                       allow_unsafe: bool = False, input_range: str | None = None) -> dict[str, Any]:
+                       allow_unsafe: bool = False, input_range: str | None = None,
+                       folder: Any = None) -> dict[str, Any]:
     """Attack `split` of the dataset on the model at `model_path`; write NAME.npz + NAME.json.
 
     Images and eps stay in [0, 1] units; a model taking another `input_range` (declared, else
     recorded, else detected) is attacked through a Rescaling in front of it.
     """
-    from edgeprune.data import load_dataset
+    from edgeprune.data import load_dataset, subset
     from edgeprune.inputrange import announce, resolve_input_range, with_input_range
     from edgeprune.modelio import load_keras_model, read_metadata
 
@@ -74,13 +75,17 @@ def craft_transfer_set(model_path: str | os.PathLike, dataset_spec: str, config:
     npz_path, json_path, partial_path = set_paths(output)
     model = load_keras_model(model_path, allow_unsafe=allow_unsafe)
     metadata = read_metadata(model_path)
-    full = load_dataset(dataset_spec)
-    limits = {"limit_test": limit} if split == "test" else {"limit_train": limit}
-    data = load_dataset(dataset_spec, **limits, seed=0) if limit is not None else full
-    x, y = data.split(split)
-    index = data.indices(split)
+    full = load_dataset(dataset_spec, folder=folder, seed=getattr(folder, "seed", 0),
+                        input_shape=model.input_shape[1:], class_names=metadata.get("class_names"))
+    if len(full.labels(split)) == 0:
+        full.split(split)  # the dataset's one-line error for an empty split
     check_model_fits(model_path, metadata, list(model.input_shape[1:]), int(model.output_shape[-1]),
                      full, split)
+    limits = {"limit_test": limit} if split == "test" else {"limit_train": limit}
+    # The stratified --limit selection comes from the labels alone: a folder decodes only these images.
+    data = subset(full, **limits, seed=0) if limit is not None else full
+    x, y = data.split(split)
+    index = data.indices(split)
     resolved = resolve_input_range(input_range, metadata=metadata, model=model)
     announce(resolved)
     model = with_input_range(model, resolved.input_range)
@@ -99,7 +104,7 @@ def craft_transfer_set(model_path: str | os.PathLike, dataset_spec: str, config:
                    "batch_size": config.batch_size, "targeted": False, "labels": "true"},
         "dataset": {"spec": dataset_spec, "name": full.name, "split": split,
                     "fingerprint": full.fingerprint(split), "subset_fingerprint": data.fingerprint(split),
-                    "limit": limit, "limit_seed": 0, "images": int(len(y))},
+                    "limit": limit, "limit_seed": 0, "images": int(len(y)), **full.record()},
         "input_shape": list(x.shape[1:]),
         "num_classes": int(full.num_classes),
         "input_range": {**resolved.record(), "images": "0,1"},  # x_adv in [0, 1]; the model took this range

@@ -6,6 +6,7 @@ import click
 
 from edgeprune.cli.common import (allow_unsafe_option, dataset_option, force_option, input_range_option, quiet_option,
                                   seed_option)
+from edgeprune.cli.folders import folder_options
 from edgeprune.vocab import ATTACK_PRESETS, NORMS, SPLITS
 
 
@@ -60,8 +61,9 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 @allow_unsafe_option
 @force_option
 @quiet_option
+@folder_options
 def command(model, attack_name, dataset, split, limit, eps, norm, steps, step_size, param_pairs, preset,
-            batch_size, output, seed, input_range, allow_unsafe, force, quiet):
+            batch_size, output, seed, input_range, folder, allow_unsafe, force, quiet):
     """Craft a transfer set: attack MODEL (.h5) on a dataset split and save the adversarial images.
 
     Attacks are untargeted and use the true labels. Every x_adv is projected onto the eps-ball
@@ -77,7 +79,8 @@ def command(model, attack_name, dataset, split, limit, eps, norm, steps, step_si
 
     options = AttackOptions(attack=attack_name, dataset=dataset, split=split, limit=limit, eps=eps, norm=norm,
                             steps=steps, step_size=step_size, params=parse_params(param_pairs) or None,
-                            preset=preset, batch_size=batch_size, seed=seed, input_range=input_range)
+                            preset=preset, batch_size=batch_size, seed=seed, input_range=input_range,
+                            **folder)
     result = attack(model, options, output, force=force, allow_unsafe=allow_unsafe, progress=not quiet)
     record = result.record
     metrics, norms, config = record["source_metrics"], record["perturbation"], record["attack"]

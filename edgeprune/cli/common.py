@@ -15,7 +15,8 @@ def dataset_option(default: str = "digits"):
     return click.option(
         "--dataset", "-d", default=default, show_default=True,
         help="digits (embedded, offline), cifar10, cifar100 (Keras download), npz:PATH, "
-             "dir:PATH (official CIFAR python batches) or svhn:PATH (.mat files).",
+             "dir:PATH (official CIFAR python batches), svhn:PATH (.mat files) or folder:PATH "
+             "(class sub-folders of JPEG/PNG/BMP images, streamed).",
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgeprune.cli import common
+from edgeprune.cli.folders import folder_options
 from edgeprune.vocab import CONVERT_TARGETS, SWITCHES
 
 
@@ -20,7 +21,7 @@ from edgeprune.vocab import CONVERT_TARGETS, SWITCHES
                    "(m.tflite.json, m.xml.json: both formats of one model can share a stem).")
 @click.option("--dataset", "-d", default=None,
               help="Data for calibration (train split) and verification (test split): digits, "
-                   "cifar10, cifar100, npz:PATH, dir:PATH, svhn:PATH. Default: the dataset recorded "
+                   "cifar10, cifar100, npz:PATH, dir:PATH, svhn:PATH, folder:PATH. Default: the dataset recorded "
                    "in MODEL when it loads by name (digits, cifar10, cifar100).")
 @click.option("--calibration", type=click.IntRange(min=1), default=300, show_default=True,
               help="int8: class-stratified training images used to calibrate activation ranges.")
@@ -44,8 +45,10 @@ from edgeprune.vocab import CONVERT_TARGETS, SWITCHES
 @common.allow_unsafe_option
 @common.force_option
 @common.quiet_option
+@folder_options
 def command(model, target, precision, output, dataset, calibration, int8_io, sparse, prune_filters,
-            verify, no_verify, min_agreement, inference_precision, seed, input_range, allow_unsafe, force, quiet):
+            verify, no_verify, min_agreement, inference_precision, seed, input_range, folder, allow_unsafe, force,
+            quiet):
     """Convert a Keras MODEL (.h5) to TFLite or OpenVINO IR and verify it.
 
     The converted model runs beside MODEL on --verify test images; below --min-agreement
@@ -63,7 +66,7 @@ def command(model, target, precision, output, dataset, calibration, int8_io, spa
     options = ConvertOptions(target=target, precision=precision, dataset=dataset, calibration=calibration,
                              int8_io=int8_io, sparse=sparse, prune_filters=prune_filters, verify=verify,
                              no_verify=no_verify, min_agreement=min_agreement, seed=seed,
-                             inference_precision=inference_precision, input_range=input_range)
+                             inference_precision=inference_precision, input_range=input_range, **folder)
     report = convert(model, options, output, force=force, allow_unsafe=allow_unsafe, progress=not quiet).record
     sizes, check = report["sizes"], report["verification"]
     summary = f"{target} {precision}: {sizes['output_bytes']:,} bytes ({sizes['ratio']:.2f}x of .h5)"

@@ -6,6 +6,7 @@ import click
 
 from edgeprune.cli.common import (allow_unsafe_option, force_option, inference_precision_option, input_range_option,
                                   quiet_option)
+from edgeprune.cli.folders import folder_options
 from edgeprune.vocab import AUTOATTACK_VERSIONS, NORMS
 
 
@@ -38,14 +39,16 @@ from edgeprune.vocab import AUTOATTACK_VERSIONS, NORMS
               help="--curve: FMN iterations per image.")
 @click.option("--no-tune", is_flag=True,
               help="--curve: skip FMN's step-size/schedule search on a 32-image calibration subset.")
-@click.option("--seed", type=int, default=0, show_default=True, help="--autoattack: random seed (recorded).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="--autoattack: random seed (recorded); folder: the --val-split seed.")
 @inference_precision_option
 @input_range_option
 @allow_unsafe_option
 @force_option
 @quiet_option
+@folder_options
 def command(models, set_paths, dataset, limit, batch_size, output, curve, autoattack_version, eps_text, norm,
-            fmn_steps, no_tune, seed, inference_precision, input_range, allow_unsafe, force, quiet):
+            fmn_steps, no_tune, seed, inference_precision, input_range, folder, allow_unsafe, force, quiet):
     """Accuracy of MODELS (.h5, .tflite, .xml, any mix) on the clean test split and on transfer sets.
 
     Each set must fit each model (image shape, classes, dataset) or nothing runs. The report
@@ -65,7 +68,7 @@ def command(models, set_paths, dataset, limit, batch_size, output, curve, autoat
     if curve or autoattack_version:
         options = api.RobustnessOptions(curve=curve, autoattack=autoattack_version, eps=eps_text, norm=norm,
                                         fmn_steps=fmn_steps, tune=not no_tune, dataset=dataset, limit=limit,
-                                        batch_size=batch_size, seed=seed, input_range=input_range)
+                                        batch_size=batch_size, seed=seed, input_range=input_range, **folder)
         if sets:
             raise EdgepruneError("--sets does not combine with --curve/--autoattack (they attack each model)")
         if inference_precision != "default":
@@ -77,7 +80,8 @@ def command(models, set_paths, dataset, limit, batch_size, output, curve, autoat
     else:
         result = api.evaluate(models, api.EvaluateOptions(sets=sets, dataset=dataset, limit=limit,
                                                           batch_size=batch_size, input_range=input_range,
-                                                          inference_precision=inference_precision),
+                                                          inference_precision=inference_precision,
+                                                          seed=seed, **folder),
                               output, force=force, allow_unsafe=allow_unsafe, progress=not quiet)
         click.echo(result.to_markdown(), nl=False)
     if result.paths:

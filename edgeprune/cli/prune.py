@@ -6,6 +6,7 @@ import click
 
 from edgeprune.cli.common import (allow_unsafe_option, dataset_option, force_option, input_range_option,
                                   limit_options, quiet_option, seed_option)
+from edgeprune.cli.folders import folder_options
 from edgeprune.pruning import DEFAULT_EPOCHS, NNCF_OPTIONS, TFMOT_OPTIONS
 from edgeprune.vocab import NNCF_CRITERIA, PRUNE_METHODS, TFMOT_SCHEDULES, TFMOT_SCOPES
 
@@ -81,10 +82,12 @@ def _print_summary(record: dict, output: str) -> None:
 @allow_unsafe_option
 @force_option
 @quiet_option
+@folder_options
 @click.pass_context
 def command(ctx, model, method, dataset, limit_train, limit_test, output, epochs, learning_rate,
             batch_size, sparsity, schedule, scope, pattern, frequency, criterion, target, flops_target,
-            init, steps, prune_first_conv, prune_downsample, shrink, seed, input_range, allow_unsafe, force, quiet):
+            init, steps, prune_first_conv, prune_downsample, shrink, seed, input_range, folder, allow_unsafe, force,
+            quiet):
     """Prune MODEL (.h5), fine-tune it on --dataset, and write the pruned model with a report.
 
     \b
@@ -106,7 +109,7 @@ def command(ctx, model, method, dataset, limit_train, limit_test, output, epochs
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     options = PruneOptions(method=method, dataset=dataset, limit_train=limit_train, limit_test=limit_test,
                            epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                           input_range=input_range, **given)
+                           input_range=input_range, **given, **folder)
     result = prune(model, options, output, force=force, allow_unsafe=allow_unsafe, progress=not quiet)
     _print_summary(dict(result.record), output)
     reached = result.reached

@@ -202,7 +202,7 @@ def nncf_filter_prune(model: "tf.keras.Model", dataset: Dataset, config: NNCFFil
     import tensorflow as tf
 
     from edgeprune.progress import keras_progress_callback
-    from edgeprune.train import make_train_pipeline, resolve_augmentation
+    from edgeprune.train import dataset_train_pipeline, resolve_augmentation
 
     check_nncf_model(model)
     if tuple(model.input_shape[1:]) != tuple(dataset.input_shape):
@@ -214,9 +214,8 @@ def nncf_filter_prune(model: "tf.keras.Model", dataset: Dataset, config: NNCFFil
     started = time.perf_counter()
     tf.keras.utils.set_random_seed(config.seed)
     augment = resolve_augmentation("auto", dataset.name)
-    pipeline = make_train_pipeline(dataset.x_train, dataset.y_train, batch_size=config.batch_size,
-                                   augment=augment, seed=config.seed)
-    steps_per_epoch = int(math.ceil(len(dataset.x_train) / config.batch_size))
+    pipeline = dataset_train_pipeline(dataset, batch_size=config.batch_size, augment=augment, seed=config.seed)
+    steps_per_epoch = int(math.ceil(len(dataset.y_train) / config.batch_size))
 
     with _quiet_nncf() as captured:
         from nncf import NNCFConfig

@@ -224,9 +224,9 @@ def _fine_tune(model, layers, targets, config: TfmotConfig, dataset: Dataset, pr
     from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
 
     from edgeprune.progress import keras_progress_callback
-    from edgeprune.train import make_train_pipeline, resolve_augmentation
+    from edgeprune.train import dataset_train_pipeline, resolve_augmentation
 
-    steps_per_epoch = math.ceil(len(dataset.x_train) / config.batch_size)
+    steps_per_epoch = math.ceil(len(dataset.y_train) / config.batch_size)
     steps = derive_schedule(config.schedule, config.epochs * steps_per_epoch, steps_per_epoch,
                             config.frequency)
     chosen = {layer.name for layer in layers}
@@ -243,8 +243,7 @@ def _fine_tune(model, layers, targets, config: TfmotConfig, dataset: Dataset, pr
         optimizer=tf.keras.optimizers.SGD(learning_rate=config.learning_rate, momentum=config.momentum),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     augment = resolve_augmentation("auto", dataset.name)
-    pipeline = make_train_pipeline(dataset.x_train, dataset.y_train, batch_size=config.batch_size,
-                                   augment=augment, seed=config.seed)
+    pipeline = dataset_train_pipeline(dataset, batch_size=config.batch_size, augment=augment, seed=config.seed)
     history = wrapped.fit(pipeline, epochs=config.epochs, verbose=0, callbacks=[
         tfmot.sparsity.keras.UpdatePruningStep(),
         keras_progress_callback("prune tfmot", config.epochs, steps_per_epoch, enabled=progress),
