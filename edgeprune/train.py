@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgeprune.adversarial import AdversarialFields
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.options import flag, internal
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(AdversarialFields):
     arch: str
     epochs: int = 40
     batch_size: int = 128
@@ -50,6 +51,7 @@ class TrainConfig:
             raise EdgepruneError(f"gamma must be in (0, 1], got {self.gamma}")
         if self.augment not in AUGMENTATIONS:
             raise EdgepruneError(f"unknown augmentation {self.augment!r}; expected one of {', '.join(AUGMENTATIONS)}")
+        self.adversarial_recipe()  # validates the --adversarial / --adv-* options
 
 
 def resolve_augmentation(augment: str, dataset_name: str) -> str:
@@ -135,9 +137,12 @@ def train_model(config: TrainConfig, dataset: Dataset, *, progress: bool = True)
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
+    from edgeprune.adversarial import prepare
+
+    adv_callbacks, adversarial = prepare(model, config.adversarial_recipe(), x_train, y_train, seed=config.seed)
     started = time.perf_counter()
     history = model.fit(pipeline, epochs=config.epochs, verbose=0, callbacks=[
-        keras_progress_callback(f"train {config.arch}", config.epochs, steps_per_epoch, enabled=progress)
+        *adv_callbacks, keras_progress_callback(f"train {config.arch}", config.epochs, steps_per_epoch, enabled=progress)
     ])
     seconds = time.perf_counter() - started
     x_test, y_test = dataset.split("test")
@@ -156,5 +161,6 @@ def train_model(config: TrainConfig, dataset: Dataset, *, progress: bool = True)
         "test_accuracy": test_accuracy,
         "params": int(model.count_params()),
         "train_seconds": round(seconds, 2),
+        "adversarial": adversarial,
     }
     return model, result
