@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeprune.adversarial import AdversarialFields
 from edgeprune.errors import EdgepruneError
 from edgeprune.io import check_output, sidecar
 from edgeprune.options import flag
@@ -36,7 +37,7 @@ def _open_fraction(name: str, value: float | None) -> None:
 
 
 @dataclass(frozen=True)
-class PruneOptions:
+class PruneOptions(AdversarialFields):
     """How to prune and fine-tune. Method-specific options are None unless given (their
     defaults apply then); giving one of the other method's is refused."""
 
@@ -81,6 +82,7 @@ class PruneOptions:
         check_choice("scope", self.scope, TFMOT_SCOPES)
         check_choice("criterion", self.criterion, NNCF_CRITERIA)
         check_choice("input-range", self.input_range, INPUT_RANGES)
+        self.adversarial_recipe()  # validates --adversarial / --adv-*
 
     @property
     def fine_tune_epochs(self) -> int:
@@ -104,7 +106,8 @@ class PruneOptions:
             return TfmotConfig(sparsity=sparsity, schedule=self.schedule or "polynomial",
                                scope=self.scope or "local", pattern=parsed, epochs=epochs,
                                batch_size=self.batch_size, learning_rate=self.learning_rate,
-                               frequency=self.frequency, seed=self.seed)
+                               frequency=self.frequency, seed=self.seed,
+                               adversarial=self.adversarial_recipe())
         if epochs < 1:
             raise EdgepruneError("--method nncf-filter fine-tunes while it prunes: --epochs must be >= 1")
         target, flops_target = self.target, self.flops_target
@@ -129,7 +132,7 @@ class PruneOptions:
                 criterion=self.criterion or "l2", target=target, flops_target=flops_target, init=init,
                 epochs=epochs, steps=self.steps, prune_first_conv=self.prune_first_conv is not False,
                 prune_downsample_convs=self.prune_downsample is not False, batch_size=self.batch_size,
-                learning_rate=self.learning_rate, seed=self.seed)
+                learning_rate=self.learning_rate, seed=self.seed, adversarial=self.adversarial_recipe())
         except ValueError as exc:
             raise EdgepruneError(str(exc)) from None
 

@@ -104,3 +104,19 @@ def test_guard_triggers_on_a_collapse_and_restores_the_best_weights(digits):
     x_guard, y_guard = guard_batch(digits.x_train, digits.y_train)
     # the model now holds the best epoch's weights: its guard-batch robust accuracy is the best one
     assert _pgd_accuracy(model, x_guard, y_guard) == pytest.approx(guard["best_robust_accuracy"], abs=0.03)
+
+
+@pytest.mark.parametrize("method,args", [("tfmot", {"sparsity": 0.5, "schedule": "constant"}),
+                                         ("nncf-filter", {"target": 0.5})])
+def test_prune_fine_tunes_adversarially_and_records_the_recipe(tmp_path, digits_model, method, args):
+    from edgeprune.api import PruneOptions, prune
+
+    options = PruneOptions(method=method, epochs=2, batch_size=64, limit_train=512, limit_test=200,
+                           adversarial="fgsm-rs", adv_eps=EPS, **args)
+    report = prune(digits_model[0], options, tmp_path / "pruned.h5", progress=False).record
+    adversarial = report["method_info"]["adversarial"]
+    assert adversarial["recipe"]["kind"] == "fgsm-rs" and adversarial["recipe"]["eps"] == EPS
+    assert len(adversarial["guard"]["epochs"]) == 2
+    if method == "tfmot":
+        assert report["reached"]["prunable_sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert report["after"]["test_accuracy"] > 0.5
