@@ -31,13 +31,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.options import flag
+from edgeprune.vocab import ADVERSARIAL_KINDS
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
     from edgeprune.inputrange import InputRange
 
-ADVERSARIAL_KINDS = ("none", "fgsm-rs", "pgd", "trades")
 DEFAULT_EPS = 8 / 255
 # Published steps / step sizes (step size in [0, 1] units; None: the rule in `resolve`).
 DEFAULT_STEPS = {"fgsm-rs": 1, "pgd": 10, "trades": 10}
@@ -59,7 +60,7 @@ class AdversarialFields:
     adv_steps: int | None = None  # None: the recipe's published default
     adv_step_size: float | None = None  # [0, 1] units; None: the recipe's published default
     adv_beta: float = TRADES_BETA  # TRADES only
-    adv_guard: bool = True
+    adv_guard: bool = flag(True, off="no-adv-guard")
 
     def adversarial_recipe(self) -> "Recipe | None":
         """The validated recipe, or None for `--adversarial none`."""

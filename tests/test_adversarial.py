@@ -120,3 +120,28 @@ def test_prune_fine_tunes_adversarially_and_records_the_recipe(tmp_path, digits_
     if method == "tfmot":
         assert report["reached"]["prunable_sparsity"] == pytest.approx(0.5, abs=0.01)
     assert report["after"]["test_accuracy"] > 0.5
+
+
+def test_cli_train_adversarial_writes_the_recipe_and_refuses_bad_eps(tmp_path, run_cli):
+    import json
+
+    output = tmp_path / "adv.h5"
+    result = run_cli("train", "smallcnn", "-d", "digits", "--epochs", "1", "--limit-train", "300", "--limit", "100",
+                     "--adversarial", "pgd", "--adv-eps", "0.1", "--adv-steps", "3", "--no-adv-guard",
+                     "-o", output, "--quiet")
+    assert result.exit_code == 0, result.output
+    record = json.loads(output.with_suffix(".json").read_text())
+    assert record["adversarial"]["recipe"] == {**record["adversarial"]["recipe"], "kind": "pgd", "eps": 0.1,
+                                               "steps": 3, "guard": False}
+    assert record["config"]["adversarial"] == "pgd"
+    bad = run_cli("train", "smallcnn", "--adversarial", "pgd", "--adv-eps", "8", "-o", tmp_path / "x.h5")
+    assert bad.exit_code == 2 and "--adv-eps" in bad.output
+
+
+def test_suite_args_reach_the_adversarial_fields():
+    from edgeprune.api import PruneOptions, TrainOptions
+    from edgeprune.options import from_args
+
+    options = from_args(TrainOptions, {"adversarial": "trades", "adv-eps": 0.03, "no-adv-guard": True}, arch="smallcnn")
+    assert options.adversarial_recipe().kind == "trades" and options.adv_guard is False
+    assert from_args(PruneOptions, {"adversarial": "fgsm-rs"}, method="tfmot").adversarial_recipe().steps == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from edgeprune.cli.adversarial import adversarial_options
 from edgeprune.cli.common import (allow_unsafe_option, dataset_option, force_option, input_range_option,
                                   limit_options, quiet_option, seed_option)
 from edgeprune.pruning import DEFAULT_EPOCHS, NNCF_OPTIONS, TFMOT_OPTIONS
@@ -78,13 +79,14 @@ def _print_summary(record: dict, output: str) -> None:
                    "OUT.masked.h5.")
 @seed_option()
 @input_range_option
+@adversarial_options
 @allow_unsafe_option
 @force_option
 @quiet_option
 @click.pass_context
 def command(ctx, model, method, dataset, limit_train, limit_test, output, epochs, learning_rate,
             batch_size, sparsity, schedule, scope, pattern, frequency, criterion, target, flops_target,
-            init, steps, prune_first_conv, prune_downsample, shrink, seed, input_range, allow_unsafe, force, quiet):
+            init, steps, prune_first_conv, prune_downsample, shrink, seed, input_range, adversarial, allow_unsafe, force, quiet):
     """Prune MODEL (.h5), fine-tune it on --dataset, and write the pruned model with a report.
 
     \b
@@ -106,7 +108,7 @@ def command(ctx, model, method, dataset, limit_train, limit_test, output, epochs
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     options = PruneOptions(method=method, dataset=dataset, limit_train=limit_train, limit_test=limit_test,
                            epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                           input_range=input_range, **given)
+                           input_range=input_range, **given, **adversarial)
     result = prune(model, options, output, force=force, allow_unsafe=allow_unsafe, progress=not quiet)
     _print_summary(dict(result.record), output)
     reached = result.reached

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from edgeprune.cli.adversarial import adversarial_options
 from edgeprune.cli.common import (dataset_option, force_option, input_range_option, limit_options, quiet_option,
                                   seed_option)
 from edgeprune.vocab import ARCHITECTURE_NAMES, AUGMENTATIONS
@@ -31,10 +32,11 @@ ARCH_HELP = ", ".join(ARCHITECTURE_NAMES)
               help="Channel width multiplier (0.25 gives a CPU-sized variant).")
 @seed_option()
 @input_range_option
+@adversarial_options
 @force_option
 @quiet_option
 def command(arch, dataset, limit_train, limit_test, output, epochs, batch_size, learning_rate,
-            milestones, gamma, weight_decay, augment, width, seed, input_range, force, quiet):
+            milestones, gamma, weight_decay, augment, width, seed, input_range, adversarial, force, quiet):
     """Train ARCH from scratch and save it as a Keras .h5 with a JSON report.
 
     ARCH is one of: smallcnn, resnet8, resnet20, resnet18, resnet50, vgg16, vgg19,
@@ -55,7 +57,7 @@ def command(arch, dataset, limit_train, limit_test, output, epochs, batch_size, 
     options = TrainOptions(arch=arch, dataset=dataset, limit_train=limit_train, limit_test=limit_test,
                            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                            milestones=milestone_epochs, gamma=gamma, weight_decay=weight_decay,
-                           augment=augment, width=width, seed=seed, input_range=input_range)
+                           augment=augment, width=width, seed=seed, input_range=input_range, **adversarial)
     result = train(options, output, force=force, progress=not quiet)
     record = result.record
     click.echo(f"{arch} on {record['dataset']}: test accuracy {record['test_accuracy']:.4f} "
