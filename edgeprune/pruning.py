@@ -29,6 +29,8 @@ DEFAULT_EPOCHS = 5
 TFMOT_OPTIONS = ("sparsity", "schedule", "scope", "pattern", "frequency")
 NNCF_OPTIONS = ("criterion", "target", "flops_target", "init", "steps", "prune_first_conv",
                 "prune_downsample", "shrink")
+HYDRA_OPTIONS = ("sparsity", "scope", "score_epochs")
+METHOD_OPTIONS = {"tfmot": TFMOT_OPTIONS, "nncf-filter": NNCF_OPTIONS, "hydra": HYDRA_OPTIONS}
 
 
 def _open_fraction(name: str, value: float | None) -> None:
@@ -65,14 +67,18 @@ class PruneOptions(AdversarialFields):
     prune_first_conv: bool | None = flag(None, off="no-prune-first-conv")  # default True
     prune_downsample: bool | None = flag(None, off="no-prune-downsample")  # default True
     shrink: bool | None = flag(None, off="no-shrink")  # default True
+    # hydra (also sparsity, scope: local | global)
+    score_epochs: int | None = None  # default 2
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, PRUNE_METHODS)
-        foreign = NNCF_OPTIONS if self.method == "tfmot" else TFMOT_OPTIONS
-        given = [name for name in foreign if getattr(self, name) is not None]
+        own = METHOD_OPTIONS[self.method]
+        given = [name for names in METHOD_OPTIONS.values() for name in names
+                 if name not in own and getattr(self, name) is not None]
         if given:
+            given = list(dict.fromkeys(given))
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
-            other = "nncf-filter" if self.method == "tfmot" else "tfmot"
+            other = " or ".join(m for m, names in METHOD_OPTIONS.items() if m != self.method and set(given) & set(names))
             raise EdgepruneError(f"{flags} apply to --method {other}, not --method {self.method}")
         if self.epochs is not None and self.epochs < 0:
             raise EdgepruneError(f"--epochs must be >= 0, got {self.epochs}")
@@ -107,6 +113,13 @@ class PruneOptions(AdversarialFields):
                                scope=self.scope or "local", pattern=parsed, epochs=epochs,
                                batch_size=self.batch_size, learning_rate=self.learning_rate,
                                frequency=self.frequency, seed=self.seed,
+                               adversarial=self.adversarial_recipe())
+        if self.method == "hydra":
+            from edgeprune.prune.hydra import HydraConfig
+
+            return HydraConfig(sparsity=0.5 if self.sparsity is None else self.sparsity, scope=self.scope or "local",
+                               score_epochs=2 if self.score_epochs is None else self.score_epochs, epochs=epochs,
+                               batch_size=self.batch_size, learning_rate=self.learning_rate, seed=self.seed,
                                adversarial=self.adversarial_recipe())
         if epochs < 1:
             raise EdgepruneError("--method nncf-filter fine-tunes while it prunes: --epochs must be >= 1")
@@ -273,6 +286,13 @@ def prune(model: str | os.PathLike, options: PruneOptions, output: str | os.Path
         targets = info["layer_targets"]
         target_record = {"sparsity": config.target, "scope": info["scope"], "pattern": info["pattern"],
                          "schedule": info["schedule"]["kind"]}
+        to_save = [(pruned, output)]
+    elif options.method == "hydra":
+        from edgeprune.prune.hydra import hydra_prune
+
+        pruned, info = hydra_prune(base, data, config, progress=progress)
+        targets = info["layer_targets"]
+        target_record = {"sparsity": config.sparsity, "scope": config.scope, "score_epochs": config.score_epochs}
         to_save = [(pruned, output)]
     else:
         pruned, info, target_record, extra_models, to_save = _nncf_filter(
