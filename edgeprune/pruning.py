@@ -324,5 +324,8 @@ def prune(model: str | os.PathLike, options: PruneOptions, output: str | os.Path
         files={"base_bytes": source.stat().st_size, "base_gzip_bytes": gzip_bytes(source)},
     )
     report["input_range"] = resolved_range.record()
+    from edgeprune.prune.taxonomy import taxonomy_of_prune
+
+    report["taxonomy"] = taxonomy_of_prune(options, base_meta)
     written = _write_outputs(models, report, output, started)
     return PruneResult(record=report, paths=(output, *[p for p in written if p != output]))

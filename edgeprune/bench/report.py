@@ -34,7 +34,8 @@ ROBUST_COLUMNS = ("id", "dataset", "model", "prune", "level", "runtime", "robust
 LATENCY_COLUMNS = ("id", "dataset", "model", "prune", "level", "runtime", "batch", "threads",
                    "latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p90",
                    "throughput_ips", "runs_at")
-TAXONOMY_COLUMNS = ("method", "pipeline", "iteration", "structure", "scope", "criterion")
+TAXONOMY_COLUMNS = ("method", "pipeline", "iteration", "structure", "scope", "criterion", "pretraining",
+                    "fine_tuning")
 
 
 # --- reading cells back --------------------------------------------------------------------
@@ -113,6 +114,11 @@ def collect(grid: Grid, outcomes: dict, cache: Cache) -> dict:
                        clean_accuracy=converted.converted_accuracy, agreement=converted.agreement)
         for key, value in (node.labels.get("taxonomy") or {}).items():
             row[f"taxonomy_{key}"] = value
+        if stage == "prune":  # the prune report's record knows the base model's pretraining
+            for key, value in (pruned.record.get("taxonomy") or {}).items():
+                row.setdefault(f"taxonomy_{key}", value)
+                if key == "pretraining":
+                    row[f"taxonomy_{key}"] = value
         evaluated = outcomes.get(f"evaluate:{node.id}")
         if evaluated is not None and evaluated.manifest is not None:
             for entry in evaluate_rows(_stage_result(evaluated, cache, EvaluateResult)):

@@ -184,7 +184,7 @@ def hydra_search(model: "tf.keras.Model", dataset: Dataset, config: HydraConfig,
             for layer in scored:
                 layer.threshold.assign(top[-1])
         else:
-            for layer, flat, keep in zip(scored, magnitudes, keep_local):
+            for layer, flat, keep in zip(scored, magnitudes, keep_local, strict=True):
                 layer.threshold.assign(tf.math.top_k(flat, keep, sorted=True).values[-1])
 
     augment = resolve_augmentation("auto", dataset.name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from edgeprune.prune.taxonomy import markdown_line
 from edgeprune.tables import csv_records, markdown_table
 
 SCHEMA = "edgeprune.prune/1"
@@ -154,6 +155,7 @@ def markdown(report: Mapping[str, Any]) -> str:
              f"- target: {target}",
              f"- reached: prunable sparsity {report['reached']['prunable_sparsity']:.2%}, "
              f"MACs x{report['reached']['macs_ratio']}",
+             *([markdown_line(report["taxonomy"])] if report.get("taxonomy") else []),
              f"- seed {report['seed']}, {report['seconds']} s", "",
              markdown_table(["", "before", "after"], summary_rows(report), align=["l", "r", "r"]), "",
              markdown_table(LAYER_COLUMNS,
