@@ -32,6 +32,7 @@ import numpy as np
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.options import flag
+from edgeprune.stats import annotate
 from edgeprune.vocab import ADVERSARIAL_KINDS
 
 if TYPE_CHECKING:
@@ -316,6 +317,7 @@ def prepare(model: "tf.keras.Model", recipe: Recipe | None, x_train_uint8: np.nd
         record["guard"] = {"images": int(len(y_guard)), "attack": f"pgd-{recipe.guard_steps} linf eps {recipe.eps:.6g}",
                            "source": "fixed training images, not augmented (Wong et al. 2020)",
                            **guard.as_dict()}
+        annotate(record["guard"])
 
     callback.on_train_end = on_train_end
     return [reset, callback], record

@@ -163,4 +163,6 @@ def train_model(config: TrainConfig, dataset: Dataset, *, progress: bool = True)
         "train_seconds": round(seconds, 2),
         "adversarial": adversarial,
     }
-    return model, result
+    from edgeprune.stats import annotate
+
+    return model, annotate(result)  # Wilson 95% intervals beside every accuracy
