@@ -198,19 +198,20 @@ def curves_report(curves: Sequence[RobustnessCurve], *, dataset: dict, eps_repor
     from edgeprune.stats import annotate, wilson
 
     grid_values = eps_grid(curves, points) if grid is None else np.asarray(grid, np.float64)
-    report = {
+    curve_values = {c.label: [float(a) for a in accuracy_curve(c.norms, grid_values)] for c in curves}
+    report: dict[str, Any] = {
         "schema": SCHEMA,
         "norm": curves[0].norm if curves else None,
         "dataset": dataset,
         "eps_report": list(eps_report),
         "grid": [float(e) for e in grid_values],
         "models": [c.summary(eps_report) for c in curves],
-        "curves": {c.label: [float(a) for a in accuracy_curve(c.norms, grid_values)] for c in curves},
+        "curves": curve_values,
         "versions": versions(),
     }
     annotate({"models": report["models"]})
     report["curves_ci95"] = {c.label: [[round(v, 6) for v in wilson(float(a), len(c.norms))]
-                                       for a in report["curves"][c.label]] for c in curves}
+                                       for a in curve_values[c.label]] for c in curves}
     return report
 
 

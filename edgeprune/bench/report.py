@@ -357,7 +357,7 @@ def _robust_cell(row: dict | None, base: dict | None = None) -> str:
 def _inseparable(row: dict, base: dict, key: str) -> bool:
     """Both accuracies known with their image counts, and their 95% intervals overlap."""
     a, b, n_a, n_b = row.get(key), base.get(key), row.get("samples"), base.get("samples")
-    if None in (a, b) or not n_a or not n_b:
+    if a is None or b is None or not n_a or not n_b:
         return False
     return not separable(a, n_a, b, n_b)
 
