@@ -158,6 +158,8 @@ def train(options: TrainOptions, output: str | os.PathLike, *, force: bool = Fal
                                              "num_classes", "class_names", "input_shape")}
     if input_range is not None:
         metadata["input_range"] = result["input_range"] = input_range.as_dict()
+    if result.get("adversarial"):  # the pretraining objective, for the prune taxonomy
+        metadata["adversarial"] = result["adversarial"]["recipe"]
     save_keras_model(model, output, metadata=metadata)
     record = {"schema": TrainResult.SCHEMA, **result}
     write_json(sidecar(output), record)

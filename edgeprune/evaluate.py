@@ -22,9 +22,9 @@ from edgeprune.attacks.transferset import TransferSet, check_set_against_dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.io import atomic_path, atomic_write_text, sha256_file, versions, write_json
 from edgeprune.runtime import inference_label
-from edgeprune.vocab import KERAS_SUFFIXES
+from edgeprune.stats import wilson
 from edgeprune.tables import csv_table, markdown_table
-from edgeprune.vocab import check_fit
+from edgeprune.vocab import KERAS_SUFFIXES, check_fit
 
 SCHEMA = "edgeprune.evaluate/1"
 CLEAN = "clean"
@@ -193,6 +193,8 @@ def evaluate(model_paths: list[str | os.PathLike], set_paths: list[str | os.Path
                   "surrogate": _surrogate_label(s, models)} for s in sets],
         "images": images,
         "accuracy": accuracy,
+        "accuracy_ci95": {row: {label: [round(v, 6) for v in wilson(value, images[row])]
+                                for label, value in by_model.items()} for row, by_model in accuracy.items()},
         "views": {"base_vs_derived": base_views(models, sets, accuracy, rows),
                   "transfer": transfer_view(models, sets, accuracy)},
         "seconds": round(time.perf_counter() - started, 3),

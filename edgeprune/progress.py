@@ -43,14 +43,19 @@ def keras_progress_callback(description: str, epochs: int, steps_per_epoch: int,
             self._progress.start()
             self._task = self._progress.add_task(description, total=epochs * steps_per_epoch, status="")
             self._epoch = 0
+            self._robust = ""
 
         def on_epoch_begin(self, epoch, logs=None):
             self._epoch = epoch + 1
 
+        def on_epoch_end(self, epoch, logs=None):  # adversarial training's guard: held-out robust accuracy
+            if logs and "robust_accuracy" in logs:
+                self._robust = f" robust {logs['robust_accuracy']:.3f}"
+
         def on_train_batch_end(self, batch, logs=None):
             logs = logs or {}
             status = f"epoch {self._epoch}/{epochs} " + " ".join(
-                f"{k} {v:.3f}" for k, v in logs.items() if k in ("loss", "accuracy"))
+                f"{k} {v:.3f}" for k, v in logs.items() if k in ("loss", "accuracy", "adv_accuracy")) + self._robust
             self._progress.update(self._task, advance=1, status=status)
 
         def on_train_end(self, logs=None):

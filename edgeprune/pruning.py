@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeprune.adversarial import AdversarialFields
 from edgeprune.errors import EdgepruneError
 from edgeprune.folders import FolderOptions
 from edgeprune.io import check_output, sidecar
@@ -29,6 +30,8 @@ DEFAULT_EPOCHS = 5
 TFMOT_OPTIONS = ("sparsity", "schedule", "scope", "pattern", "frequency")
 NNCF_OPTIONS = ("criterion", "target", "flops_target", "init", "steps", "prune_first_conv",
                 "prune_downsample", "shrink")
+HYDRA_OPTIONS = ("sparsity", "scope", "score_epochs")
+METHOD_OPTIONS = {"tfmot": TFMOT_OPTIONS, "nncf-filter": NNCF_OPTIONS, "hydra": HYDRA_OPTIONS}
 
 
 def _open_fraction(name: str, value: float | None) -> None:
@@ -37,7 +40,7 @@ def _open_fraction(name: str, value: float | None) -> None:
 
 
 @dataclass(frozen=True)
-class PruneOptions(FolderOptions):
+class PruneOptions(FolderOptions, AdversarialFields):
     """How to prune and fine-tune. Method-specific options are None unless given (their
     defaults apply then); giving one of the other method's is refused."""
 
@@ -65,14 +68,18 @@ class PruneOptions(FolderOptions):
     prune_first_conv: bool | None = flag(None, off="no-prune-first-conv")  # default True
     prune_downsample: bool | None = flag(None, off="no-prune-downsample")  # default True
     shrink: bool | None = flag(None, off="no-shrink")  # default True
+    # hydra (also sparsity, scope: local | global)
+    score_epochs: int | None = None  # default 2
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, PRUNE_METHODS)
-        foreign = NNCF_OPTIONS if self.method == "tfmot" else TFMOT_OPTIONS
-        given = [name for name in foreign if getattr(self, name) is not None]
+        own = METHOD_OPTIONS[self.method]
+        given = [name for names in METHOD_OPTIONS.values() for name in names
+                 if name not in own and getattr(self, name) is not None]
         if given:
+            given = list(dict.fromkeys(given))
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
-            other = "nncf-filter" if self.method == "tfmot" else "tfmot"
+            other = " or ".join(m for m, names in METHOD_OPTIONS.items() if m != self.method and set(given) & set(names))
             raise EdgepruneError(f"{flags} apply to --method {other}, not --method {self.method}")
         if self.epochs is not None and self.epochs < 0:
             raise EdgepruneError(f"--epochs must be >= 0, got {self.epochs}")
@@ -82,6 +89,7 @@ class PruneOptions(FolderOptions):
         check_choice("scope", self.scope, TFMOT_SCOPES)
         check_choice("criterion", self.criterion, NNCF_CRITERIA)
         check_choice("input-range", self.input_range, INPUT_RANGES)
+        self.adversarial_recipe()  # validates --adversarial / --adv-*
         super().__post_init__()
 
     @property
@@ -106,7 +114,15 @@ class PruneOptions(FolderOptions):
             return TfmotConfig(sparsity=sparsity, schedule=self.schedule or "polynomial",
                                scope=self.scope or "local", pattern=parsed, epochs=epochs,
                                batch_size=self.batch_size, learning_rate=self.learning_rate,
-                               frequency=self.frequency, seed=self.seed)
+                               frequency=self.frequency, seed=self.seed,
+                               adversarial=self.adversarial_recipe())
+        if self.method == "hydra":
+            from edgeprune.prune.hydra import HydraConfig
+
+            return HydraConfig(sparsity=0.5 if self.sparsity is None else self.sparsity, scope=self.scope or "local",
+                               score_epochs=2 if self.score_epochs is None else self.score_epochs, epochs=epochs,
+                               batch_size=self.batch_size, learning_rate=self.learning_rate, seed=self.seed,
+                               adversarial=self.adversarial_recipe())
         if epochs < 1:
             raise EdgepruneError("--method nncf-filter fine-tunes while it prunes: --epochs must be >= 1")
         target, flops_target = self.target, self.flops_target
@@ -131,7 +147,7 @@ class PruneOptions(FolderOptions):
                 criterion=self.criterion or "l2", target=target, flops_target=flops_target, init=init,
                 epochs=epochs, steps=self.steps, prune_first_conv=self.prune_first_conv is not False,
                 prune_downsample_convs=self.prune_downsample is not False, batch_size=self.batch_size,
-                learning_rate=self.learning_rate, seed=self.seed)
+                learning_rate=self.learning_rate, seed=self.seed, adversarial=self.adversarial_recipe())
         except ValueError as exc:
             raise EdgepruneError(str(exc)) from None
 
@@ -283,6 +299,13 @@ def prune(model: str | os.PathLike, options: PruneOptions, output: str | os.Path
         target_record = {"sparsity": config.target, "scope": info["scope"], "pattern": info["pattern"],
                          "schedule": info["schedule"]["kind"]}
         to_save = [(pruned, output)]
+    elif options.method == "hydra":
+        from edgeprune.prune.hydra import hydra_prune
+
+        pruned, info = hydra_prune(base, data, config, progress=progress)
+        targets = info["layer_targets"]
+        target_record = {"sparsity": config.sparsity, "scope": config.scope, "score_epochs": config.score_epochs}
+        to_save = [(pruned, output)]
     else:
         pruned, info, target_record, extra_models, to_save = _nncf_filter(
             base, data, config, output=output, shrinking=shrinking, progress=progress)
@@ -313,5 +336,8 @@ def prune(model: str | os.PathLike, options: PruneOptions, output: str | os.Path
         files={"base_bytes": source.stat().st_size, "base_gzip_bytes": gzip_bytes(source)},
     )
     report["input_range"] = resolved_range.record()
+    from edgeprune.prune.taxonomy import taxonomy_of_prune
+
+    report["taxonomy"] = taxonomy_of_prune(options, base_meta)
     written = _write_outputs(models, report, output, started)
     return PruneResult(record=report, paths=(output, *[p for p in written if p != output]))

@@ -195,17 +195,24 @@ def plot_curves(curves: Sequence[RobustnessCurve], destination: str | os.PathLik
 def curves_report(curves: Sequence[RobustnessCurve], *, dataset: dict, eps_report: Sequence[float] = (),
                   points: int = 101, grid: Sequence[float] | None = None) -> dict[str, Any]:
     """JSON-ready curves on `grid` (default: 0 .. 1.05 x the largest finite norm, `points` values)."""
+    from edgeprune.stats import annotate, wilson
+
     grid_values = eps_grid(curves, points) if grid is None else np.asarray(grid, np.float64)
-    return {
+    curve_values = {c.label: [float(a) for a in accuracy_curve(c.norms, grid_values)] for c in curves}
+    report: dict[str, Any] = {
         "schema": SCHEMA,
         "norm": curves[0].norm if curves else None,
         "dataset": dataset,
         "eps_report": list(eps_report),
         "grid": [float(e) for e in grid_values],
         "models": [c.summary(eps_report) for c in curves],
-        "curves": {c.label: [float(a) for a in accuracy_curve(c.norms, grid_values)] for c in curves},
+        "curves": curve_values,
         "versions": versions(),
     }
+    annotate({"models": report["models"]})
+    report["curves_ci95"] = {c.label: [[round(v, 6) for v in wilson(float(a), len(c.norms))]
+                                       for a in curve_values[c.label]] for c in curves}
+    return report
 
 
 def curves_csv(report: dict) -> str:
@@ -216,12 +223,15 @@ def curves_csv(report: dict) -> str:
 
 
 def curves_markdown(report: dict) -> str:
+    from edgeprune.stats import pct_pm
+
     eps_cols = [f"{float(e):.4g}" for e in report["eps_report"]]
     rows = []
     for m in report["models"]:
         med = m["median_norm"]
-        rows.append([m["label"], m["images"], f"{m['clean_accuracy']:.2%}", med if isinstance(med, str) else f"{med:.4g}",
-                     m["failures"], *[f"{v:.2%}" for v in m["robust_accuracy_at"].values()],
+        rows.append([m["label"], m["images"], pct_pm(m["clean_accuracy"], m["images"]),
+                     med if isinstance(med, str) else f"{med:.4g}",
+                     m["failures"], *[pct_pm(v, m["images"]) for v in m["robust_accuracy_at"].values()],
                      f"{m['fmn']['alpha_init']:g} / {m['fmn']['schedule']}"])
     table = markdown_table(["model", "images", "clean", "median norm", "failures", *[f"acc @ {e}" for e in eps_cols],
                             "FMN alpha / schedule"], rows, align=["l", *["r"] * (4 + len(eps_cols)), "l"])
@@ -340,18 +350,23 @@ def evaluate_autoattack(model_paths: Sequence[str | os.PathLike], *, eps: float,
         rows.append({"label": path.name, "path": str(path), "sha256": sha256_file(path), "input_range": range_record,
                      **{k: v for k, v in result.summary().items() if k not in ("schema", "config")},
                      "seconds": round(time.perf_counter() - started, 3)})
+    from edgeprune.stats import annotate
+
     return {"schema": AUTOATTACK_SCHEMA, "config": config.as_dict(),
             "dataset": {"name": dataset.name, "split": "test", "images": int(len(x)),
                         "fingerprint": dataset.fingerprint("test"), **dataset.record()},
-            "models": rows, "versions": versions()}
+            "models": annotate({"models": rows})["models"], "versions": versions()}
 
 
 def autoattack_markdown(report: dict) -> str:
+    from edgeprune.stats import pct_pm
+
     cfg = report["config"]
     stages = cfg["stages"]
-    rows = [[m["label"], f"{m['clean_accuracy']:.2%}",
-             *[f"{s['robust_accuracy']:.2%}" + ("" if s["status"] == "ran" else " (skipped)") for s in m["stages"]],
-             f"{m['robust_accuracy']:.2%}"] for m in report["models"]]
+    rows = [[m["label"], pct_pm(m["clean_accuracy"], m["images"]),
+             *[pct_pm(s["robust_accuracy"], m["images"]) + ("" if s["status"] == "ran" else " (skipped)")
+               for s in m["stages"]],
+             pct_pm(m["robust_accuracy"], m["images"])] for m in report["models"]]
     lines = [f"## AutoAttack ({cfg['version']}, {cfg['norm']}, eps {cfg['eps']:.5g}) on "
              f"{report['dataset']['images']} {report['dataset']['name']} test images", "",
              markdown_table(["model", "clean", *[f"after {s}" for s in stages], "robust (min over all)"], rows,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgeprune.adversarial import AdversarialFields
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.options import flag, internal
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(AdversarialFields):
     arch: str
     epochs: int = 40
     batch_size: int = 128
@@ -52,6 +53,7 @@ class TrainConfig:
             raise EdgepruneError(f"gamma must be in (0, 1], got {self.gamma}")
         if self.augment not in AUGMENTATIONS:
             raise EdgepruneError(f"unknown augmentation {self.augment!r}; expected one of {', '.join(AUGMENTATIONS)}")
+        self.adversarial_recipe()  # validates the --adversarial / --adv-* options
 
 
 def resolve_augmentation(augment: str, dataset_name: str) -> str:
@@ -165,9 +167,12 @@ def train_model(config: TrainConfig, dataset: Dataset | FolderDataset, *, progre
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
+    from edgeprune.adversarial import prepare
+
+    adv_callbacks, adversarial = prepare(model, config.adversarial_recipe(), dataset, seed=config.seed)
     started = time.perf_counter()
     history = model.fit(pipeline, epochs=config.epochs, verbose=0, callbacks=[
-        keras_progress_callback(f"train {config.arch}", config.epochs, steps_per_epoch, enabled=progress)
+        *adv_callbacks, keras_progress_callback(f"train {config.arch}", config.epochs, steps_per_epoch, enabled=progress)
     ])
     seconds = time.perf_counter() - started
     test_accuracy = dataset_accuracy(model, dataset, "test")
@@ -186,5 +191,8 @@ def train_model(config: TrainConfig, dataset: Dataset | FolderDataset, *, progre
         "test_accuracy": test_accuracy,
         "params": int(model.count_params()),
         "train_seconds": round(seconds, 2),
+        "adversarial": adversarial,
     }
-    return model, result
+    from edgeprune.stats import annotate
+
+    return model, annotate(result)  # Wilson 95% intervals beside every accuracy

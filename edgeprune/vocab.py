@@ -20,7 +20,9 @@ DATASET_PATH_KINDS = ("npz", "dir", "svhn", "folder")
 SPLITS = ("test", "train")
 AUGMENTATIONS = ("auto", "none", "crop", "flip-crop")
 
-PRUNE_METHODS = ("tfmot", "nncf-filter")
+PRUNE_METHODS = ("tfmot", "nncf-filter", "hydra")
+# Adversarial training recipes (edgeprune.adversarial), for `train` and every fine-tune of `prune`.
+ADVERSARIAL_KINDS = ("none", "fgsm-rs", "pgd", "trades")
 TFMOT_SCHEDULES = ("constant", "polynomial")
 TFMOT_SCOPES = ("local", "global", "lamp")
 NNCF_CRITERIA = ("l1", "l2", "gm")

@@ -19,6 +19,7 @@ from edgeprune.bench.grid import Grid
 from edgeprune.io import atomic_write_text, write_json
 from edgeprune.results import (ConvertResult, EvaluateResult, ModelFacts, ProfileResult, PruneResult, Result,
                                RobustnessResult, TrainResult, TransferSetResult)
+from edgeprune.stats import pm, separable
 from edgeprune.tables import csv_table, markdown_table
 
 R = TypeVar("R", bound=Result)
@@ -34,7 +35,8 @@ ROBUST_COLUMNS = ("id", "dataset", "model", "prune", "level", "runtime", "robust
 LATENCY_COLUMNS = ("id", "dataset", "model", "prune", "level", "runtime", "batch", "threads",
                    "latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p90",
                    "throughput_ips", "runs_at")
-TAXONOMY_COLUMNS = ("method", "pipeline", "iteration", "structure", "scope", "criterion")
+TAXONOMY_COLUMNS = ("method", "pipeline", "iteration", "structure", "scope", "criterion", "pretraining",
+                    "fine_tuning")
 
 
 # --- reading cells back --------------------------------------------------------------------
@@ -113,6 +115,11 @@ def collect(grid: Grid, outcomes: dict, cache: Cache) -> dict:
                        clean_accuracy=converted.converted_accuracy, agreement=converted.agreement)
         for key, value in (node.labels.get("taxonomy") or {}).items():
             row[f"taxonomy_{key}"] = value
+        if stage == "prune":  # the prune report's record knows the base model's pretraining
+            for key, value in (pruned.record.get("taxonomy") or {}).items():
+                row.setdefault(f"taxonomy_{key}", value)
+                if key == "pretraining":
+                    row[f"taxonomy_{key}"] = value
         evaluated = outcomes.get(f"evaluate:{node.id}")
         if evaluated is not None and evaluated.manifest is not None:
             for entry in evaluate_rows(_stage_result(evaluated, cache, EvaluateResult)):
@@ -320,19 +327,39 @@ def robustness_tables(data: dict) -> list[str]:
             for lv in [0.0, *levels]:
                 fam = "base" if lv == 0 else family
                 picked = {r["robustness"]: r for r in group if r["prune"] == fam and float(r["level"]) == lv}
-                clean = next((r["clean_accuracy"] for r in picked.values()), None)
-                line += [_fmt(clean, "acc"), *[_robust_cell(picked.get(c)) for c in checks]]
+                clean_row = next(iter(picked.values()), None)
+                base_rows = {r["robustness"]: r for r in group if r["prune"] == "base" and float(r["level"]) == 0}
+                clean = pm(clean_row.get("clean_accuracy"), clean_row.get("samples")) if clean_row else "-"
+                if clean_row and lv and base_rows and _inseparable(clean_row, next(iter(base_rows.values())),
+                                                                    "clean_accuracy"):
+                    clean += " ≈"
+                line += [clean, *[_robust_cell(picked.get(c), base_rows.get(c)) for c in checks]]
             body.append(line)
         out.append(f"#### Robust accuracy — {model} on {dataset}\n\n" + markdown_table(header, body))
+    if out:
+        out.append("± is the Wilson 95% interval's half-width on the images attacked; ≈ marks a pruned "
+                   "model whose interval overlaps the base model's (these images cannot separate them).")
     return out
 
 
-def _robust_cell(row: dict | None) -> str:
-    """Robust accuracy; a minimum-norm attack adds its median norm: `0.4400 (‖δ‖ 0.098)`."""
+def _robust_cell(row: dict | None, base: dict | None = None) -> str:
+    """Robust accuracy ± its Wilson 95% half-width; `≈` where the base model's interval overlaps
+    (these images cannot separate the two); a minimum-norm attack adds its median norm:
+    `0.4400 ± 0.0340 ≈ (‖δ‖ 0.098)`."""
     if not row:
         return "-"
-    text = _fmt(row.get("robust_accuracy"), "acc")
+    text = pm(row.get("robust_accuracy"), row.get("samples"))
+    if base is not None and base is not row and _inseparable(row, base, "robust_accuracy"):
+        text += " ≈"
     return f"{text} (‖δ‖ {row['median_norm']:.3g})" if row.get("median_norm") is not None else text
+
+
+def _inseparable(row: dict, base: dict, key: str) -> bool:
+    """Both accuracies known with their image counts, and their 95% intervals overlap."""
+    a, b, n_a, n_b = row.get(key), base.get(key), row.get("samples"), base.get("samples")
+    if a is None or b is None or not n_a or not n_b:
+        return False
+    return not separable(a, n_a, b, n_b)
 
 
 def latency_tables(data: dict) -> list[str]:

@@ -35,7 +35,9 @@ TAXONOMY_KEYS = {
     "iteration": ("one-shot", "iterative"),
     "structure": ("structured", "unstructured", "semi-structured"),
     "scope": ("local", "global"),
-    "criterion": None,  # free text: magnitude, lamp, l1, l2, geometric-median, importance, ...
+    "criterion": None,  # free text: magnitude, lamp, l1-norm, l2-norm, geometric-median, score-optimisation
+    "pretraining": None,  # natural, fgsm-rs, pgd, trades (the base model's recipe; from the prune report)
+    "fine_tuning": None,  # natural, fgsm-rs, pgd, trades, none
     "method": None,
     "reference": None,
 }
@@ -462,17 +464,11 @@ PRUNE_RESERVED = ("method", "sparsity", "target", "scope", "criterion", "dataset
 def _parse_taxonomy(value: Any, key: str, check: _Checker, method: str, scope: str | None,
                     criterion: str | None, args: dict) -> dict:
     """The second paper's taxonomy record; filled from the method where not given."""
-    derived: dict[str, Any] = {
-        "method": method,
-        "pipeline": "after-training",
-        "iteration": "one-shot" if args.get("epochs") == 0 or (
-            method == "tfmot" and args.get("schedule") == "constant") else "iterative",
-        "structure": "structured" if method == "nncf-filter" else (
-            "semi-structured" if args.get("pattern") else "unstructured"),
-        "scope": "local" if method == "nncf-filter" or scope == "local" else "global",
-        "criterion": {"l1": "l1-norm", "l2": "l2-norm", "gm": "geometric-median"}.get(criterion or "", None)
-        or ("lamp" if scope == "lamp" else "magnitude"),
-    }
+    from edgeprune.prune.taxonomy import taxonomy
+
+    derived = taxonomy(method, scope=scope, criterion=criterion, epochs=args.get("epochs"),
+                       schedule=args.get("schedule", "polynomial"), pattern=args.get("pattern"),
+                       adversarial=args.get("adversarial", "none"), pretraining=None)
     if value is None:
         return derived
     record = check.mapping(value, key, tuple(TAXONOMY_KEYS))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
+from edgeprune.cli.adversarial import adversarial_options
 from edgeprune.cli.common import (allow_unsafe_option, dataset_option, force_option, input_range_option,
                                   limit_options, quiet_option, seed_option)
 from edgeprune.cli.folders import folder_options
-from edgeprune.pruning import DEFAULT_EPOCHS, NNCF_OPTIONS, TFMOT_OPTIONS
+from edgeprune.pruning import DEFAULT_EPOCHS, HYDRA_OPTIONS, NNCF_OPTIONS, TFMOT_OPTIONS
 from edgeprune.vocab import NNCF_CRITERIA, PRUNE_METHODS, TFMOT_SCHEDULES, TFMOT_SCOPES
 
 
@@ -43,7 +44,7 @@ def _print_summary(record: dict, output: str) -> None:
               help="Fine-tuning SGD learning rate (momentum 0.9).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--sparsity", type=float, default=None,
-              help="[tfmot] Fraction of weights set to zero, 0 < s < 1 [default: 0.5].")
+              help="[tfmot, hydra] Fraction of weights set to zero, 0 < s < 1 [default: 0.5].")
 @click.option("--schedule", type=click.Choice(TFMOT_SCHEDULES), default="polynomial",
               show_default=True,
               help="[tfmot] polynomial ramps 0 -> sparsity over the first 70% of the fine-tuning "
@@ -53,7 +54,8 @@ def _print_summary(record: dict, output: str) -> None:
               show_default=True,
               help="[tfmot] local: the same sparsity in every Conv2D/Dense layer; global: one "
                    "magnitude threshold over all layers; lamp: one threshold over LAMP scores "
-                   "(Lee et al. 2021), each layer keeps its largest weights.")
+                   "(Lee et al. 2021), each layer keeps its largest weights. [hydra] local or global over the "
+                   "learned scores.")
 @click.option("--pattern", default=None, metavar="N:M",
               help="[tfmot] N:M sparsity: keep N of every M consecutive weights along the input "
                    "channels (2:4 is the pattern sparse tensor cores accelerate). Replaces --sparsity.")
@@ -77,8 +79,12 @@ def _print_summary(record: dict, output: str) -> None:
 @click.option("--shrink/--no-shrink", default=True, show_default=True,
               help="[nncf-filter] Physically remove zeroed filters; the masked model is kept as "
                    "OUT.masked.h5.")
+@click.option("--score-epochs", type=click.IntRange(min=1), default=None,
+              help="hydra: epochs of score search (weights frozen) before fine-tuning --epochs under the mask "
+                   "[default: 2].")
 @seed_option()
 @input_range_option
+@adversarial_options
 @allow_unsafe_option
 @force_option
 @quiet_option
@@ -86,8 +92,8 @@ def _print_summary(record: dict, output: str) -> None:
 @click.pass_context
 def command(ctx, model, method, dataset, limit_train, limit_test, output, epochs, learning_rate,
             batch_size, sparsity, schedule, scope, pattern, frequency, criterion, target, flops_target,
-            init, steps, prune_first_conv, prune_downsample, shrink, seed, input_range, folder, allow_unsafe, force,
-            quiet):
+            init, steps, prune_first_conv, prune_downsample, shrink, score_epochs, seed, input_range, folder,
+            adversarial, allow_unsafe, force, quiet):
     """Prune MODEL (.h5), fine-tune it on --dataset, and write the pruned model with a report.
 
     \b
@@ -105,11 +111,11 @@ def command(ctx, model, method, dataset, limit_train, limit_test, output, epochs
 
     # Method-specific options go to the library only when typed (their defaults live there), so
     # one given to the other method is refused rather than silently ignored.
-    given = {name: ctx.params[name] for name in TFMOT_OPTIONS + NNCF_OPTIONS
+    given = {name: ctx.params[name] for name in dict.fromkeys(TFMOT_OPTIONS + NNCF_OPTIONS + HYDRA_OPTIONS)
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     options = PruneOptions(method=method, dataset=dataset, limit_train=limit_train, limit_test=limit_test,
                            epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                           input_range=input_range, **given, **folder)
+                           input_range=input_range, **given, **folder, **adversarial)
     result = prune(model, options, output, force=force, allow_unsafe=allow_unsafe, progress=not quiet)
     _print_summary(dict(result.record), output)
     reached = result.reached

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from edgeprune.cli.adversarial import adversarial_options
 from edgeprune.cli.common import (dataset_option, force_option, input_range_option, limit_options, quiet_option,
                                   seed_option)
 from edgeprune.cli.folders import folder_options
@@ -33,10 +34,11 @@ ARCH_HELP = ", ".join(ARCHITECTURE_NAMES)
 @seed_option()
 @input_range_option
 @folder_options
+@adversarial_options
 @force_option
 @quiet_option
 def command(arch, dataset, limit_train, limit_test, output, epochs, batch_size, learning_rate,
-            milestones, gamma, weight_decay, augment, width, seed, input_range, folder, force, quiet):
+            milestones, gamma, weight_decay, augment, width, seed, input_range, folder, adversarial, force, quiet):
     """Train ARCH from scratch and save it as a Keras .h5 with a JSON report.
 
     ARCH is one of: smallcnn, resnet8, resnet20, resnet18, resnet50, vgg16, vgg19,
@@ -57,7 +59,8 @@ def command(arch, dataset, limit_train, limit_test, output, epochs, batch_size, 
     options = TrainOptions(arch=arch, dataset=dataset, limit_train=limit_train, limit_test=limit_test,
                            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                            milestones=milestone_epochs, gamma=gamma, weight_decay=weight_decay,
-                           augment=augment, width=width, seed=seed, input_range=input_range, **folder)
+                           augment=augment, width=width, seed=seed, input_range=input_range, **folder,
+                           **adversarial)
     result = train(options, output, force=force, progress=not quiet)
     record = result.record
     click.echo(f"{arch} on {record['dataset']}: test accuracy {record['test_accuracy']:.4f} "

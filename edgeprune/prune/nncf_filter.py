@@ -21,7 +21,7 @@ import math
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 
 from edgeprune.data import Dataset
@@ -48,6 +48,7 @@ class NNCFFilterConfig:
     batch_size: int = 128
     learning_rate: float = 0.01
     seed: int = 0
+    adversarial: Any = None  # edgeprune.adversarial.Recipe: fine-tune adversarially
 
     def __post_init__(self) -> None:
         if self.criterion not in CRITERIA:
@@ -246,7 +247,12 @@ def nncf_filter_prune(model: "tf.keras.Model", dataset: Dataset, config: NNCFFil
         bar = keras_progress_callback(f"nncf-filter {config.criterion}", config.epochs,
                                       steps_per_epoch, enabled=progress)
         # One fit over all epochs: NNCF's UpdateMask callback sees the real epoch index.
-        history = compressed.fit(pipeline, epochs=config.epochs, verbose=0, callbacks=[*callbacks, bar])
+        from edgeprune.adversarial import prepare
+
+        adv_callbacks, adversarial = prepare(compressed, config.adversarial, dataset,
+                                             eligible_from=config.pruning_steps - 1, seed=config.seed)
+        history = compressed.fit(pipeline, epochs=config.epochs, verbose=0,
+                                 callbacks=[*callbacks, *adv_callbacks, bar])
         stats = controller.statistics().filter_pruning
         reached = stats.model_statistics
         pruned_layers = sorted({_layer_of(summary.name, layer_names) for summary in reached.pruned_layers_summary})
@@ -299,6 +305,7 @@ def nncf_filter_prune(model: "tf.keras.Model", dataset: Dataset, config: NNCFFil
             for name in left_alone
         ],
         "train_accuracy_last_epoch": float(history.history["accuracy"][-1]),
+        "adversarial": adversarial,
         "seconds": round(time.perf_counter() - started, 2),
     }
     return stripped, info

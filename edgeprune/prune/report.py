@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from edgeprune.prune.taxonomy import markdown_line
+from edgeprune.stats import annotate, n_of, pm
 from edgeprune.tables import csv_records, markdown_table
 
 SCHEMA = "edgeprune.prune/1"
@@ -86,6 +88,8 @@ def build_report(*, method: str, source: Mapping[str, Any], output: Mapping[str,
                            file_bytes=(files or {}).get("base_bytes"), gzip_bytes=(files or {}).get("base_gzip_bytes"))
     after = model_summary(pruned_stats, accuracy=accuracy_after,
                           file_bytes=(files or {}).get("pruned_bytes"), gzip_bytes=(files or {}).get("pruned_gzip_bytes"))
+    for part in (before, after, *(extra_models or {}).values()):  # Wilson 95% on the test images
+        annotate(part, dataset.get("test_samples"))
     reached = {
         "prunable_sparsity": after["sparsity"],
         "pruned_layers_sparsity": pruned_layer_sparsity(rows, targets),
@@ -131,7 +135,8 @@ def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(quantity, before, after) for the whole model."""
     before, after = report["before"], report["after"]
     rows = [
-        ("test accuracy", _fmt(before["test_accuracy"], "acc"), _fmt(after["test_accuracy"], "acc")),
+        ("test accuracy (95% CI)", pm(before["test_accuracy"], n_of(before, "test_accuracy")),
+         pm(after["test_accuracy"], n_of(after, "test_accuracy"))),
         ("params", _fmt(before["params"]), _fmt(after["params"])),
         ("non-zero params", _fmt(before["params_nonzero"]), _fmt(after["params_nonzero"])),
         ("filters alive", _fmt(before["filters_alive"]), _fmt(after["filters_alive"])),
@@ -154,6 +159,7 @@ def markdown(report: Mapping[str, Any]) -> str:
              f"- target: {target}",
              f"- reached: prunable sparsity {report['reached']['prunable_sparsity']:.2%}, "
              f"MACs x{report['reached']['macs_ratio']}",
+             *([markdown_line(report["taxonomy"])] if report.get("taxonomy") else []),
              f"- seed {report['seed']}, {report['seconds']} s", "",
              markdown_table(["", "before", "after"], summary_rows(report), align=["l", "r", "r"]), "",
              markdown_table(LAYER_COLUMNS,

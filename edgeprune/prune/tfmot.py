@@ -65,6 +65,7 @@ class TfmotConfig:
     momentum: float = 0.9
     frequency: int | None = None  # mask update interval; None = derived from the steps
     seed: int = 0
+    adversarial: Any = None  # edgeprune.adversarial.Recipe: fine-tune adversarially
 
     def __post_init__(self) -> None:
         if self.pattern is None:
@@ -244,8 +245,13 @@ def _fine_tune(model, layers, targets, config: TfmotConfig, dataset: Dataset, pr
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     augment = resolve_augmentation("auto", dataset.name)
     pipeline = dataset_train_pipeline(dataset, batch_size=config.batch_size, augment=augment, seed=config.seed)
+    from edgeprune.adversarial import prepare
+
+    # the guard keeps best weights only from the epoch where the final mask is in place
+    adv_callbacks, adversarial = prepare(wrapped, config.adversarial, dataset,
+                                         eligible_from=(steps.end_step - 1) // steps_per_epoch, seed=config.seed)
     history = wrapped.fit(pipeline, epochs=config.epochs, verbose=0, callbacks=[
-        tfmot.sparsity.keras.UpdatePruningStep(),
+        tfmot.sparsity.keras.UpdatePruningStep(), *adv_callbacks,
         keras_progress_callback("prune tfmot", config.epochs, steps_per_epoch, enabled=progress),
     ])
     # The optimizer's last step moved masked weights off zero; apply the masks once more.
@@ -253,7 +259,7 @@ def _fine_tune(model, layers, targets, config: TfmotConfig, dataset: Dataset, pr
         if isinstance(layer, PruneLowMagnitude):
             layer.pruning_obj.weight_mask_op()
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
-    schedule = {**asdict(steps), "mask_updates": steps.updates, "augment": augment}
+    schedule = {**asdict(steps), "mask_updates": steps.updates, "augment": augment, "adversarial": adversarial}
     if m_by_n:
         schedule["note"] = "TF-MOT fixes N:M masks at step 1; the schedule only drives fine-tuning"
     return stripped, schedule, float(history.history["accuracy"][-1])
@@ -308,6 +314,7 @@ def tfmot_prune(model: "tf.keras.Model", dataset: Dataset, config: TfmotConfig, 
         "scope": "n:m" if config.pattern else config.scope,
         "pattern": f"{config.pattern[0]}:{config.pattern[1]}" if config.pattern else None,
         "layer_targets": targets,
+        "adversarial": schedule.pop("adversarial", None),
         "schedule": schedule,
         "skipped_layers": skipped,
         "config": {**asdict(config), "pattern": list(config.pattern) if config.pattern else None},
