@@ -344,3 +344,41 @@ def test_compiled_loops_trace_once_across_batches_restarts_and_targets(model_fn,
 
     for key in (("apgd", Norm.LINF, shape), ("fab-linf", shape)):
         assert cached(model_fn, key, unbuilt).experimental_get_tracing_count() == 1
+
+
+def test_square_through_tflite_fools_what_the_tensorflow_forward_fools(model_fn, data):
+    """Square's fast forward (the model's TFLite conversion) changes its speed, not its results:
+    same seed and budget, at least the same points fooled, every candidate inside the eps ball."""
+    from edgeprune.attacks.autoattack import numpy_predict, square_forward
+    from edgeprune.attacks.square import square_attack
+
+    x, y = data
+    reference = numpy_predict(model_fn)
+    fast, name = square_forward(model_fn, reference, x)
+    assert name == "tflite"
+    assert np.abs(fast(x[:7]) - reference(x[:7])).max() < 1e-4  # any batch size, re-sized as needed
+    before = square_attack(reference, x, y, eps=EPS, n_queries=80, seed=3)
+    after = square_attack(fast, x, y, eps=EPS, n_queries=80, seed=3)
+    fooled_before = reference(before.x_adv).argmax(axis=1) != y
+    fooled_after = reference(after.x_adv).argmax(axis=1) != y  # judged by TensorFlow, as AutoAttack does
+    assert fooled_before.sum() > 5
+    assert fooled_after.sum() >= fooled_before.sum()
+    assert np.abs(after.x_adv.astype(np.float64) - x).max() <= EPS + 1e-6
+    assert after.x_adv.min() >= 0.0 and after.x_adv.max() <= 1.0
+    assert after.queries.sum() <= before.queries.sum() + len(x)
+
+
+def test_square_forward_falls_back_to_tensorflow_when_the_conversion_disagrees(model_fn, data):
+    from edgeprune.attacks.autoattack import AutoAttackConfig, numpy_predict, square_forward
+
+    x, _ = data
+    reference = numpy_predict(model_fn)
+
+    def shifted(batch):  # logits off by up to 0.5: not the model the conversion was made from
+        return reference(batch) + np.linspace(0.0, 0.5, reference(batch[:1]).shape[1], dtype=np.float32)
+
+    assert square_forward(model_fn, shifted, x[:8])[1] == "tensorflow"
+    assert square_forward(model_fn, reference, x[:8], "tensorflow") == (reference, "tensorflow")
+    assert square_forward(None, reference, x[:8])[1] == "predict"
+    with pytest.raises(ValueError, match="square_forward"):
+        AutoAttackConfig(eps=EPS, square_forward="xla")
