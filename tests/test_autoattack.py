@@ -382,3 +382,21 @@ def test_square_forward_falls_back_to_tensorflow_when_the_conversion_disagrees(m
     assert square_forward(None, reference, x[:8])[1] == "predict"
     with pytest.raises(ValueError, match="square_forward"):
         AutoAttackConfig(eps=EPS, square_forward="xla")
+
+
+def test_square_stage_on_a_keras_model_runs_through_tflite_when_it_pays(model_fn, data):
+    from edgeprune.attacks.autoattack import SQUARE_TFLITE_MIN_WORK, AutoAttackConfig, run_autoattack
+
+    x, y = data
+    queries = SQUARE_TFLITE_MIN_WORK // 40  # 64 images, ~60 of them correct: above the threshold
+    results = {}
+    for choice in ("auto", "tensorflow"):
+        config = AutoAttackConfig(eps=EPS, seed=0, stages=("square",), square_forward=choice,
+                                  overrides={"square": {"n_queries": queries}})
+        results[choice] = run_autoattack(model_fn, x, y, config, run_checks=False)
+    fast, slow = results["auto"], results["tensorflow"]
+    assert fast.summary()["stages"][0]["forward"] == "tflite" and slow.stages[0].forward == "tensorflow"
+    assert fast.summary()["config"]["square_forward"] == "auto"
+    assert fast.robust_accuracy <= slow.robust_accuracy
+    assert np.array_equal(_predict(model_fn, fast.x_adv) == y, fast.robust)  # judged by TensorFlow
+    assert np.abs(fast.x_adv.astype(np.float64) - x).max() <= EPS + 1e-6

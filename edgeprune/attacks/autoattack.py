@@ -81,6 +81,9 @@ LINF_ONLY = ("fab-t", "square")
 # twice TensorFlow's speed on CPU; checked against the TensorFlow logits first, TensorFlow
 # otherwise), "tensorflow" = the compiled TensorFlow forward. Success is judged by `predict`.
 SQUARE_FORWARDS = ("auto", "tensorflow")
+# Below this many point-queries (points x queries) "auto" keeps TensorFlow: the conversion
+# (2-3 s for a ResNet-8) would cost more than it saves (~0.2 ms per point-query there).
+SQUARE_TFLITE_MIN_WORK = 20_000
 
 
 @dataclass(frozen=True)
@@ -332,7 +335,9 @@ def run_autoattack(model_fn: Callable | None, x, y, config: AutoAttackConfig, *,
         fooled_here = 0
         queries, forward = predict, ""
         if stage == "square":
-            queries, forward = square_forward(model_fn, predict, x[todo[:config.batch_size]], config.square_forward)
+            worth_it = len(todo) * int(params["n_queries"]) >= SQUARE_TFLITE_MIN_WORK
+            queries, forward = square_forward(model_fn, predict, x[todo[:config.batch_size]],
+                                              config.square_forward if worth_it else "tensorflow")
         with progress_task(f"autoattack {stage}", len(todo), enabled=progress) as advance:
             for start in range(0, len(todo), config.batch_size):
                 idx = todo[start:start + config.batch_size]
