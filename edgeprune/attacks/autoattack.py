@@ -28,7 +28,8 @@ forward-only query (clean check, success judging) goes through one compiled forw
 model through the model's in-memory TFLite conversion (`square_forward`: about half the CPU
 time of TensorFlow's forward on small CNNs, logits equal to ~1e-6; used only where it agrees
 with the TensorFlow logits, and success is still judged by the TensorFlow forward); a runtime
-model's queries are padded to power-of-two batches (`bucketed_predict`) so its is not re-allocated or recompiled as Square's set of robust points shrinks.
+model's queries are padded to power-of-two batches (`bucketed_predict`) so its interpreter is
+not re-allocated or recompiled as Square's set of robust points shrinks.
 torchattacks' `AutoAttack(version="standard")` runs its gradient stages at 10 steps, not 100:
 compare like with like (benchmarks/autoattack_reference.py).
 `autoattack(model_fn, x, y, *, eps, norm, seed, version)` follows the attack contract
