@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         same = all(m == masks["tensorflow"][0] for ms in masks.values() for m in ms)
         rows.append({"eps": eps_text.strip(), "points": int(len(y)), "forward_after": name,
                      "tflite_build_seconds": round(build, 2), "same_points_fooled": same, "runs": runs})
-    write(args, rows)
+        write(args, rows)  # after every eps: an interrupted run keeps what it measured
 
 
 def write(args: argparse.Namespace, rows: list[dict]) -> None:
