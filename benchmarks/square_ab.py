@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, default=2, help="A/B pairs per eps")
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads (TFLite uses the same)")
     parser.add_argument("--runtime", nargs="*", default=[], help=".tflite / .xml exports to time as well")
+    parser.add_argument("--per-query", type=int, default=0, metavar="N",
+                        help="instead of whole Square runs: time N forwards of the points, per forward and repetition")
     parser.add_argument("--out", default="benchmarks/results/square_ab", help="output stem (.json, .md)")
     return parser.parse_args(argv)
 
@@ -84,6 +86,26 @@ def timed_square(predict, x, y, eps: float, n_queries: int) -> dict:
             "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)}
 
 
+def per_query(forwards: dict, x, reps: int, n: int) -> None:
+    """Milliseconds per forward of all points (wall, process CPU), alternating forwards."""
+    import numpy as np
+
+    wall: dict[str, list[float]] = {label: [] for label in forwards}
+    cpu: dict[str, list[float]] = {label: [] for label in forwards}
+    for predict in forwards.values():
+        predict(x)
+    for _ in range(reps):
+        for label, predict in forwards.items():
+            started, cpu_started = time.perf_counter(), time.process_time()
+            for _ in range(n):
+                predict(x)
+            wall[label].append((time.perf_counter() - started) / n * 1000)
+            cpu[label].append((time.process_time() - cpu_started) / n * 1000)
+    for label in forwards:
+        print(f"{label}: {len(x)} points, wall median {np.median(wall[label]):.1f} ms (min {min(wall[label]):.1f}), "
+              f"CPU median {np.median(cpu[label]):.1f} ms, load {os.getloadavg()[0]:.1f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     import warnings
@@ -111,6 +133,9 @@ def main(argv: list[str] | None = None) -> None:
         for path in args.runtime:
             predictor = load(path, threads=args.threads)
             forwards[Path(path).name] = bucketed_predict(predictor.predict, 256)
+        if args.per_query:
+            per_query(forwards, x, args.reps, args.per_query)
+            continue
         runs: dict[str, list[dict]] = {label: [] for label in forwards}
         for rep in range(args.reps):
             for label, predict in forwards.items():
