@@ -28,8 +28,8 @@ forward-only query (clean check, success judging) goes through one compiled forw
 model through the model's in-memory TFLite conversion (`square_forward`: about half the CPU
 time of TensorFlow's forward on small CNNs, logits equal to ~1e-6; used only where it agrees
 with the TensorFlow logits, and success is still judged by the TensorFlow forward); a runtime
-model's queries are padded to power-of-two batches (`bucketed_predict`) so its interpreter is
-not re-allocated or recompiled as Square's set of robust points shrinks.
+model's queries are padded to a few batch sizes (`bucketed_predict`) so its interpreter is not
+re-allocated or recompiled for every point Square fools.
 torchattacks' `AutoAttack(version="standard")` runs its gradient stages at 10 steps, not 100:
 compare like with like (benchmarks/autoattack_reference.py).
 `autoattack(model_fn, x, y, *, eps, norm, seed, version)` follows the attack contract
@@ -189,9 +189,13 @@ def numpy_predict(model_fn: Callable, batch_size: int = 256) -> Callable[[np.nda
     return predict
 
 
-def bucket_size(n: int, batch_size: int) -> int:
-    """The batch a query of n rows runs at: the next power of two, at most `batch_size`."""
-    return batch_size if n >= batch_size else min(batch_size, 1 << max(n - 1, 0).bit_length())
+def bucket_size(n: int, batch_size: int, last: int = 0) -> int:
+    """The batch a query of n rows runs at: the last one while n fills more than half of it,
+    else n itself (at most `batch_size`). A shrinking sequence of queries (Square's points still
+    robust) then meets at most log2(first) + 1 shapes, each at most twice its rows."""
+    if n >= batch_size:
+        return batch_size
+    return last if last // 2 < n <= last else n
 
 
 def bucketed_predict(predict_fn: Callable[[np.ndarray, int], np.ndarray],
@@ -199,19 +203,21 @@ def bucketed_predict(predict_fn: Callable[[np.ndarray, int], np.ndarray],
     """A runtime model's `predict(x, batch_size)` with every query padded to a few batch sizes.
 
     Square queries the points still robust, one fewer every time one is fooled; a TFLite
-    interpreter re-allocates and an OpenVINO model recompiles for every new batch size, so
-    queries are padded (repeating the last row) to the next power of two: at most
-    log2(batch_size) + 1 shapes per run. Rows are independent, so the logits are the same.
+    interpreter re-allocates and an OpenVINO model recompiles for every new batch size, so a
+    query is padded (repeating its last row) to the last batch size while it fills more than
+    half of it (`bucket_size`): Square's first queries run unpadded, and a run meets at most
+    log2(points) + 1 shapes. Rows are independent, so the logits are the same.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    last = [0]
 
     def predict(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float32)
         n = len(x)
         if n == 0 or n >= batch_size:
             return np.asarray(predict_fn(x, batch_size), np.float32)
-        size = bucket_size(n, batch_size)
+        size = last[0] = bucket_size(n, batch_size, last[0])
         padded = np.concatenate([x, np.repeat(x[-1:], size - n, axis=0)]) if size > n else x
         return np.asarray(predict_fn(padded, size), np.float32)[:n]
 
