@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
                     "robust_accuracy": model["robust_accuracy"], "wall_seconds": round(seconds, 2),
                     "seconds": round(sum(s["seconds"] for s in model["stages"]), 2),
                     "stages": {s["name"]: {"seconds": s["seconds"], "attacked": s["attacked"],
-                                           "fooled": s["fooled"], "robust_accuracy": s["robust_accuracy"]}
+                                           "fooled": s["fooled"], "robust_accuracy": s["robust_accuracy"],
+                                           **({"forward": s["forward"]} if "forward" in s else {})}
                                for s in model["stages"]},
                     "load_before": before, "load_after": after}
 
@@ -291,19 +292,20 @@ def write_results(args: argparse.Namespace, check: dict, rows: list[dict]) -> No
         "torchattacks' work (10-step APGD/APGD-T/FAB-T, Square 5000), and its wall time over the reference's.",
         "",
         "| eps | clean | torchattacks robust | wall / attack (s) | edgeprune robust | wall (s) | "
-        "stages (s): APGD-CE / APGD-T / FAB-T / Square | `--autoattack torchattacks`: robust, wall (s) | "
+        "stages (s): APGD-CE / APGD-T / FAB-T / Square | `--autoattack torchattacks`: robust, wall (stages) (s) | "
         "like-for-like wall ratio (edgeprune / torchattacks) | load before → after (ref; ours; like-for-like) |",
         "|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
     ]
     for r in rows:
         ref, ours, same = r["torchattacks"], r["edgeprune"], r["edgeprune_torchattacks_steps"]
-        stages = " / ".join(f"{ours['stages'][s]['seconds']:.1f}" for s in ("apgd-ce", "apgd-t", "fab-t", "square"))
+        stages, same_stages = (" / ".join(f"{side['stages'][s]['seconds']:.1f}" for s in ("apgd-ce", "apgd-t", "fab-t", "square"))
+                               for side in (ours, same))
         left = ours["stages"]["fab-t"]["attacked"]
         lines.append(
             f"| {r['eps']} | {ours['clean_accuracy']:.1%} | {ref['robust_accuracy']:.1%} | "
             f"{ref['wall_seconds']:.1f} / {ref['seconds']:.1f} | {ours['robust_accuracy']:.1%} | "
             f"{ours['wall_seconds']:.1f} | {stages} ({left} points left after APGD) | "
-            f"{same['robust_accuracy']:.1%}, {same['wall_seconds']:.1f} | "
+            f"{same['robust_accuracy']:.1%}, {same['wall_seconds']:.1f} ({same_stages}) | "
             f"{same['wall_seconds'] / ref['wall_seconds']:.2f}x | {ref['load_before']:.2f} → "
             f"{ref['load_after']:.2f}; {ours['load_before']:.2f} → {ours['load_after']:.2f}; "
             f"{same['load_before']:.2f} → {same['load_after']:.2f} |")

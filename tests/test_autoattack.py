@@ -319,11 +319,14 @@ def test_square_on_tflite_queries_padded_batches_with_the_same_results(digits_co
 
     padded = bucketed_predict(recording, 64)
     assert np.allclose(padded(x[:5]), predictor.predict(x[:5], 64), atol=1e-6)
-    assert [bucket_size(n, 64) for n in (1, 2, 3, 5, 33, 64, 100)] == [1, 2, 4, 8, 64, 64, 64]
+    assert [bucket_size(n, 64) for n in (1, 5, 33, 64, 100)] == [1, 5, 33, 64, 64]
+    assert [bucket_size(n, 64, last=40) for n in (40, 21, 20, 50)] == [40, 40, 20, 50]
     direct = square_attack(lambda b: predictor.predict(b, 64), x, y, eps=EPS, n_queries=60, seed=2)
     bucketed = square_attack(padded, x, y, eps=EPS, n_queries=60, seed=2)
     assert np.array_equal(direct.x_adv, bucketed.x_adv) and np.array_equal(direct.queries, bucketed.queries)
-    assert {n for n, _ in sizes} <= {1, 2, 4, 8, 16, 32, 64, 5}  # only a few shapes reach the runtime
+    shapes = {n for n, _ in sizes}
+    assert len(shapes) <= 2 + int(np.log2(len(x))) + 1  # 5 rows, 64 (the clean batch), then halvings
+    assert all(n == batch for n, batch in sizes)  # every shape runs as one batch, padded
 
 
 def test_compiled_loops_trace_once_across_batches_restarts_and_targets(model_fn, data):
@@ -344,3 +347,59 @@ def test_compiled_loops_trace_once_across_batches_restarts_and_targets(model_fn,
 
     for key in (("apgd", Norm.LINF, shape), ("fab-linf", shape)):
         assert cached(model_fn, key, unbuilt).experimental_get_tracing_count() == 1
+
+
+def test_square_through_tflite_fools_what_the_tensorflow_forward_fools(model_fn, data):
+    """Square's fast forward (the model's TFLite conversion) changes its speed, not its results:
+    same seed and budget, at least the same points fooled, every candidate inside the eps ball."""
+    from edgeprune.attacks.autoattack import numpy_predict, square_forward
+    from edgeprune.attacks.square import square_attack
+
+    x, y = data
+    reference = numpy_predict(model_fn)
+    fast, name = square_forward(model_fn, reference, x)
+    assert name == "tflite"
+    assert np.abs(fast(x[:7]) - reference(x[:7])).max() < 1e-4  # any batch size, re-sized as needed
+    before = square_attack(reference, x, y, eps=EPS, n_queries=80, seed=3)
+    after = square_attack(fast, x, y, eps=EPS, n_queries=80, seed=3)
+    fooled_before = reference(before.x_adv).argmax(axis=1) != y
+    fooled_after = reference(after.x_adv).argmax(axis=1) != y  # judged by TensorFlow, as AutoAttack does
+    assert fooled_before.sum() > 5
+    assert fooled_after.sum() >= fooled_before.sum()
+    assert np.abs(after.x_adv.astype(np.float64) - x).max() <= EPS + 1e-6
+    assert after.x_adv.min() >= 0.0 and after.x_adv.max() <= 1.0
+    assert after.queries.sum() <= before.queries.sum() + len(x)
+
+
+def test_square_forward_falls_back_to_tensorflow_when_the_conversion_disagrees(model_fn, data):
+    from edgeprune.attacks.autoattack import AutoAttackConfig, numpy_predict, square_forward
+
+    x, _ = data
+    reference = numpy_predict(model_fn)
+
+    def shifted(batch):  # logits off by up to 0.5: not the model the conversion was made from
+        return reference(batch) + np.linspace(0.0, 0.5, reference(batch[:1]).shape[1], dtype=np.float32)
+
+    assert square_forward(model_fn, shifted, x[:8])[1] == "tensorflow"
+    assert square_forward(model_fn, reference, x[:8], "tensorflow") == (reference, "tensorflow")
+    assert square_forward(None, reference, x[:8])[1] == "predict"
+    with pytest.raises(ValueError, match="square_forward"):
+        AutoAttackConfig(eps=EPS, square_forward="xla")
+
+
+def test_square_stage_on_a_keras_model_runs_through_tflite_when_it_pays(model_fn, data):
+    from edgeprune.attacks.autoattack import SQUARE_TFLITE_MIN_WORK, AutoAttackConfig, run_autoattack
+
+    x, y = data
+    queries = SQUARE_TFLITE_MIN_WORK // 40  # 64 images, ~60 of them correct: above the threshold
+    results = {}
+    for choice in ("auto", "tensorflow"):
+        config = AutoAttackConfig(eps=EPS, seed=0, stages=("square",), square_forward=choice,
+                                  overrides={"square": {"n_queries": queries}})
+        results[choice] = run_autoattack(model_fn, x, y, config, run_checks=False)
+    fast, slow = results["auto"], results["tensorflow"]
+    assert fast.summary()["stages"][0]["forward"] == "tflite" and slow.stages[0].forward == "tensorflow"
+    assert fast.summary()["config"]["square_forward"] == "auto"
+    assert fast.robust_accuracy <= slow.robust_accuracy
+    assert np.array_equal(_predict(model_fn, fast.x_adv) == y, fast.robust)  # judged by TensorFlow
+    assert np.abs(fast.x_adv.astype(np.float64) - x).max() <= EPS + 1e-6

@@ -23,9 +23,13 @@ only `predict`, so only Square runs against it (the report marks the others skip
 
 Cost: each APGD / FAB-T run (all steps of one target class) is one compiled TF loop over
 every point still robust, traced once per model and image shape (`attacks.compiled`); every
-forward-only query (clean check, success judging, Square) goes through one compiled forward;
-a runtime model's queries are padded to power-of-two batches (`bucketed_predict`) so its
-interpreter is not re-allocated or recompiled as Square's set of robust points shrinks.
+forward-only query (clean check, success judging) goes through one compiled forward. Square
+(5000 queries of the points still robust: nearly all its time is the forward) queries a Keras
+model through the model's in-memory TFLite conversion (`square_forward`: about half the CPU
+time of TensorFlow's forward on small CNNs, logits equal to ~1e-6; used only where it agrees
+with the TensorFlow logits, and success is still judged by the TensorFlow forward); a runtime
+model's queries are padded to a few batch sizes (`bucketed_predict`) so its interpreter is not
+re-allocated or recompiled for every point Square fools.
 torchattacks' `AutoAttack(version="standard")` runs its gradient stages at 10 steps, not 100:
 compare like with like (benchmarks/autoattack_reference.py).
 `autoattack(model_fn, x, y, *, eps, norm, seed, version)` follows the attack contract
@@ -74,6 +78,13 @@ VERSIONS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 LINF_ONLY = ("fab-t", "square")
+# Square's queries on a Keras model: "auto" = through its in-memory TFLite conversion (about
+# twice TensorFlow's speed on CPU; checked against the TensorFlow logits first, TensorFlow
+# otherwise), "tensorflow" = the compiled TensorFlow forward. Success is judged by `predict`.
+SQUARE_FORWARDS = ("auto", "tensorflow")
+# Below this many point-queries (points x queries) "auto" keeps TensorFlow: the conversion
+# (2-3 s for a ResNet-8) would cost more than it saves (~0.2 ms per point-query there).
+SQUARE_TFLITE_MIN_WORK = 20_000
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,7 @@ class AutoAttackConfig:
     batch_size: int = 128
     stages: tuple[str, ...] = STAGES
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    square_forward: str = "auto"
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.eps) and self.eps > 0):
@@ -105,13 +117,15 @@ class AutoAttackConfig:
         bad = [s for s in self.overrides if s not in STAGES]
         if bad:
             raise ValueError(f"overrides for unknown stages {bad}; stages are {', '.join(STAGES)}")
+        if self.square_forward not in SQUARE_FORWARDS:
+            raise ValueError(f"square_forward must be one of {', '.join(SQUARE_FORWARDS)}, got {self.square_forward!r}")
 
     def params(self, stage: str) -> dict[str, Any]:
         return {**VERSIONS[self.version][stage], **dict(self.overrides.get(stage, {}))}
 
     def as_dict(self) -> dict[str, Any]:
         return {"eps": self.eps, "norm": self.norm, "version": self.version, "seed": self.seed,
-                "batch_size": self.batch_size, "stages": list(self.stages),
+                "batch_size": self.batch_size, "stages": list(self.stages), "square_forward": self.square_forward,
                 "params": {s: self.params(s) for s in self.stages}}
 
 
@@ -123,6 +137,7 @@ class StageResult:
     fooled: int              # of those, points it flipped
     robust_accuracy: float   # after this stage, over all points
     seconds: float
+    forward: str = ""        # Square: what ran its queries ("tflite", "tensorflow", "predict")
 
 
 @dataclass(frozen=True)
@@ -152,7 +167,8 @@ class AutoAttackResult:
             "clean_accuracy": self.clean_accuracy,
             "robust_accuracy": self.robust_accuracy,
             "stages": [{"name": s.name, "status": s.status, "attacked": s.attacked, "fooled": s.fooled,
-                        "robust_accuracy": s.robust_accuracy, "seconds": round(s.seconds, 3)}
+                        "robust_accuracy": s.robust_accuracy, "seconds": round(s.seconds, 3),
+                        **({"forward": s.forward} if s.forward else {})}
                        for s in self.stages],
             "warnings": list(self.warnings),
         }
@@ -173,9 +189,13 @@ def numpy_predict(model_fn: Callable, batch_size: int = 256) -> Callable[[np.nda
     return predict
 
 
-def bucket_size(n: int, batch_size: int) -> int:
-    """The batch a query of n rows runs at: the next power of two, at most `batch_size`."""
-    return batch_size if n >= batch_size else min(batch_size, 1 << max(n - 1, 0).bit_length())
+def bucket_size(n: int, batch_size: int, last: int = 0) -> int:
+    """The batch a query of n rows runs at: the last one while n fills more than half of it,
+    else n itself (at most `batch_size`). A shrinking sequence of queries (Square's points still
+    robust) then meets at most log2(first) + 1 shapes, each at most twice its rows."""
+    if n >= batch_size:
+        return batch_size
+    return last if last // 2 < n <= last else n
 
 
 def bucketed_predict(predict_fn: Callable[[np.ndarray, int], np.ndarray],
@@ -183,30 +203,62 @@ def bucketed_predict(predict_fn: Callable[[np.ndarray, int], np.ndarray],
     """A runtime model's `predict(x, batch_size)` with every query padded to a few batch sizes.
 
     Square queries the points still robust, one fewer every time one is fooled; a TFLite
-    interpreter re-allocates and an OpenVINO model recompiles for every new batch size, so
-    queries are padded (repeating the last row) to the next power of two: at most
-    log2(batch_size) + 1 shapes per run. Rows are independent, so the logits are the same.
+    interpreter re-allocates and an OpenVINO model recompiles for every new batch size, so a
+    query is padded (repeating its last row) to the last batch size while it fills more than
+    half of it (`bucket_size`): Square's first queries run unpadded, and a run meets at most
+    log2(points) + 1 shapes. Rows are independent, so the logits are the same.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    last = [0]
 
     def predict(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float32)
         n = len(x)
         if n == 0 or n >= batch_size:
             return np.asarray(predict_fn(x, batch_size), np.float32)
-        size = bucket_size(n, batch_size)
+        size = last[0] = bucket_size(n, batch_size, last[0])
         padded = np.concatenate([x, np.repeat(x[-1:], size - n, axis=0)]) if size > n else x
         return np.asarray(predict_fn(padded, size), np.float32)[:n]
 
     return predict
 
 
+def _intra_op_threads() -> int:
+    """The CPU threads TensorFlow's kernels use (what it was told, else every core we may run on)."""
+    import os
+
+    import tensorflow as tf
+
+    told = tf.config.threading.get_intra_op_parallelism_threads() or int(os.environ.get("TF_NUM_INTRAOP_THREADS", 0))
+    return told if told > 0 else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def square_forward(model_fn: Callable | None, predict: Callable[[np.ndarray], np.ndarray], probe: np.ndarray,
+                   choice: str = "auto") -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """(what runs Square's queries, its name): model_fn's TFLite conversion where it agrees
+    with `predict` on `probe` (same argmax, logits within 1e-4 of their scale), else `predict`."""
+    if model_fn is None:
+        return predict, "predict"
+    if choice == "auto" and len(probe):
+        from edgeprune.attacks.compiled import tflite_forward
+
+        fast = tflite_forward(model_fn, tuple(probe.shape[1:]), threads=_intra_op_threads())
+        if fast is not None:
+            want = np.asarray(predict(probe), np.float32)
+            got = fast(probe)
+            scale = max(1.0, float(np.abs(want).max()))
+            if got.shape == want.shape and np.array_equal(got.argmax(axis=1), want.argmax(axis=1)) \
+                    and float(np.abs(got - want).max()) <= 1e-4 * scale:
+                return fast, "tflite"
+    return predict, "tensorflow"
+
+
 def _stage_attack(stage: str, params: dict, model_fn: Callable | None, predict: Callable,
                   x: np.ndarray, y: np.ndarray, *, eps: float, norm: str, seed: int,
                   num_classes: int) -> np.ndarray:
     """x_adv for one batch of still-robust points under one stage (targets looped inside)."""
-    if stage == "square":
+    if stage == "square":  # `predict` here is what runs the queries (see square_forward)
         return square_attack(predict, x, y, eps=eps, seed=seed, n_queries=params["n_queries"],
                              p_init=params["p_init"]).x_adv
     if model_fn is None:
@@ -288,10 +340,15 @@ def run_autoattack(model_fn: Callable | None, x, y, config: AutoAttackConfig, *,
             continue
         started = time.perf_counter()
         fooled_here = 0
+        queries, forward = predict, ""
+        if stage == "square":
+            worth_it = len(todo) * int(params["n_queries"]) >= SQUARE_TFLITE_MIN_WORK
+            queries, forward = square_forward(model_fn, predict, x[todo[:config.batch_size]],
+                                              config.square_forward if worth_it else "tensorflow")
         with progress_task(f"autoattack {stage}", len(todo), enabled=progress) as advance:
             for start in range(0, len(todo), config.batch_size):
                 idx = todo[start:start + config.batch_size]
-                cand = _stage_attack(stage, params, model_fn, predict, x[idx], y[idx], eps=config.eps,
+                cand = _stage_attack(stage, params, model_fn, queries, x[idx], y[idx], eps=config.eps,
                                      norm=norm, seed=_seed(config.seed, stage_index, start),
                                      num_classes=num_classes)
                 cand = project(cand, x[idx], config.eps, config.norm)
@@ -302,7 +359,7 @@ def run_autoattack(model_fn: Callable | None, x, y, config: AutoAttackConfig, *,
                 fooled_here += int(fooled.sum())
                 advance(len(idx), f"robust {robust.mean():.2%}")
         results.append(StageResult(stage, "ran", len(todo), fooled_here, float(robust.mean()),
-                                   time.perf_counter() - started))
+                                   time.perf_counter() - started, forward))
         whitebox_ran = any(r.status == "ran" for r in results[:-1])
         if stage == "square" and run_checks and whitebox_ran:
             fired += checks.emit([checks.check_square_after_whitebox(whitebox_robust_before_square or 0,
