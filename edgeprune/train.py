@@ -1,7 +1,8 @@
-"""Train a zoo model from scratch with the first paper's recipe.
+"""Train a zoo model from scratch with the first paper's recipe, or another (edgeprune.recipes).
 
 Defaults (Vora et al. 2023): batch 128, SGD lr 0.1, momentum 0.9, Nesterov, step decay x0.1
-at epochs 10/20/30, random flip + crop augmentation. Augmentation runs in `tf.data`, not in
+at epochs 10/20/30, random flip + crop augmentation; `recipe="cpu"` swaps the step decay for
+warm-up + cosine with label smoothing. Augmentation runs in `tf.data`, not in
 the model, so the saved model is exactly what gets pruned, converted and attacked.
 """
 
@@ -16,6 +17,7 @@ import numpy as np
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.options import flag, internal
+from edgeprune.recipes import get_recipe
 from edgeprune.vocab import AUGMENTATIONS
 
 if TYPE_CHECKING:
@@ -35,6 +37,7 @@ class TrainConfig:
     gamma: float = 0.1
     weight_decay: float = 5e-4
     augment: str = "auto"
+    recipe: str = "vora2023"  # edgeprune.recipes: schedule + loss (vora2023: milestones x gamma)
     width: float = 1.0
     seed: int = 0
     extra: dict = internal(factory=dict)
@@ -50,6 +53,7 @@ class TrainConfig:
             raise EdgepruneError(f"gamma must be in (0, 1], got {self.gamma}")
         if self.augment not in AUGMENTATIONS:
             raise EdgepruneError(f"unknown augmentation {self.augment!r}; expected one of {', '.join(AUGMENTATIONS)}")
+        get_recipe(self.recipe)
 
 
 def resolve_augmentation(augment: str, dataset_name: str) -> str:
@@ -87,26 +91,6 @@ def make_train_pipeline(x: np.ndarray, y: np.ndarray, *, batch_size: int, augmen
     return data.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
 
 
-def step_decay_schedule(config: TrainConfig, steps_per_epoch: int):
-    import tensorflow as tf
-
-    milestones = [m for m in config.milestones if 0 < m < config.epochs]
-    if not milestones:
-        return config.learning_rate
-    boundaries = [m * steps_per_epoch for m in milestones]
-    values = [config.learning_rate * config.gamma ** i for i in range(len(milestones) + 1)]
-    return tf.keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-
-
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> "tf.keras.optimizers.Optimizer":
-    import tensorflow as tf
-
-    return tf.keras.optimizers.SGD(
-        learning_rate=step_decay_schedule(config, steps_per_epoch), momentum=config.momentum,
-        nesterov=config.nesterov, weight_decay=config.weight_decay or None,
-    )
-
-
 def accuracy(model: "tf.keras.Model", x: np.ndarray, y: np.ndarray, *, batch_size: int = 256) -> float:
     """Top-1 accuracy of a Keras model on float32 images."""
     from edgeprune.runtime import KerasPredictor
@@ -121,6 +105,7 @@ def train_model(config: TrainConfig, dataset: Dataset, *, progress: bool = True)
 
     from edgeprune.models import build_model
     from edgeprune.progress import keras_progress_callback
+    from edgeprune.recipes import make_loss, make_optimizer
 
     tf.keras.utils.set_random_seed(config.seed)
     model = build_model(config.arch, input_shape=dataset.input_shape,
@@ -130,11 +115,9 @@ def train_model(config: TrainConfig, dataset: Dataset, *, progress: bool = True)
     pipeline = make_train_pipeline(x_train, y_train, batch_size=config.batch_size,
                                    augment=augment, seed=config.seed)
     steps_per_epoch = int(np.ceil(len(x_train) / config.batch_size))
-    model.compile(
-        optimizer=make_optimizer(config, steps_per_epoch),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+    recipe = get_recipe(config.recipe)
+    model.compile(optimizer=make_optimizer(recipe, config, steps_per_epoch),
+                  loss=make_loss(recipe, dataset.num_classes), metrics=["accuracy"])
     started = time.perf_counter()
     history = model.fit(pipeline, epochs=config.epochs, verbose=0, callbacks=[
         keras_progress_callback(f"train {config.arch}", config.epochs, steps_per_epoch, enabled=progress)
@@ -152,6 +135,7 @@ def train_model(config: TrainConfig, dataset: Dataset, *, progress: bool = True)
         "train_samples": int(len(x_train)),
         "test_samples": int(len(x_test)),
         "config": {**asdict(config), "augment": augment, "milestones": list(config.milestones)},
+        "recipe": recipe.describe(config, steps_per_epoch),
         "train_accuracy_last_epoch": float(history.history["accuracy"][-1]),
         "test_accuracy": test_accuracy,
         "params": int(model.count_params()),

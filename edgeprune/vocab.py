@@ -19,6 +19,7 @@ DATASETS_BY_NAME = ("digits", "cifar10", "cifar100")
 DATASET_PATH_KINDS = ("npz", "dir", "svhn")
 SPLITS = ("test", "train")
 AUGMENTATIONS = ("auto", "none", "crop", "flip-crop")
+RECIPES = ("vora2023", "cpu")  # training recipes (edgeprune.recipes)
 
 PRUNE_METHODS = ("tfmot", "nncf-filter")
 TFMOT_SCHEDULES = ("constant", "polynomial")
