@@ -77,7 +77,7 @@ def test_vora2023_trains_exactly_as_before(digits):
                    loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     before.fit(make_train_pipeline(digits.x_train, digits.y_train, batch_size=config.batch_size, augment="none",
                                    seed=config.seed), epochs=config.epochs, verbose=0)
-    for new, old in zip(model.get_weights(), before.get_weights()):
+    for new, old in zip(model.get_weights(), before.get_weights(), strict=True):
         np.testing.assert_allclose(new, old, rtol=1e-5, atol=1e-6)
 
 
