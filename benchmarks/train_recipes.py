@@ -31,6 +31,7 @@ RECIPES = ("cpu", "vora2023")
 # The vora2023-cpu suite's architectures at its widths and 8-epoch budget (both recipes get the same).
 ARCHS = {"mobilenet": (0.5, 8), "vgg19": (0.25, 8), "resnet50": (0.25, 8), "densenet121": (0.25, 8)}
 TARGET = 0.55
+READING = "## Reading"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -137,12 +138,19 @@ def render(args, cells: list[dict], command: str) -> None:
                "versions": versions(), "target": TARGET, "cells": cells}
     write_json(f"{args.out}.json", payload)
     header = (f"# Training recipes: cpu vs vora2023 on the CIFAR-10 sample\n\n"
-              f"Command (repository root):\n\n    {command}\n\n"
+              f"Command (repository root; resumable, so it may run in parts with `--cells`):\n\n"
+              f"    nice -n 10 python benchmarks/train_recipes.py --data ../shared/data/cifar10_sample.npz\n\n"
+              f"Last invocation: `{command}`.\n\n"
               f"Host: {host.get('cpu_model', host.get('cpu', '?'))}, {os.cpu_count()} logical cores; "
               f"shared with other jobs, 1-minute load average per cell in the table (timings are "
               f"comparable only within a row pair run back to back). Data: 5,085 train / 817 test images; "
               f"accuracy on all 817, 95% Wilson interval.\n\n")
-    atomic_write_text(f"{args.out}.md", header + table + "\n")
+    reading = ""  # a hand-written reading below the table survives re-rendering
+    if Path(f"{args.out}.md").exists():
+        text = Path(f"{args.out}.md").read_text()
+        if READING in text:
+            reading = "\n" + READING + text.split(READING, 1)[1].rstrip("\n") + "\n"
+    atomic_write_text(f"{args.out}.md", header + table + "\n" + reading)
 
 
 def main(argv=None) -> int:
