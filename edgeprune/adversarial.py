@@ -302,6 +302,9 @@ def prepare(model: "tf.keras.Model", recipe: Recipe | None, dataset: Any, *,
         return [], None
     import tensorflow as tf
 
+    if input_range is None:  # the range the training pipeline feeds (inputrange.dataset_for_model)
+        input_range = getattr(dataset, "input_range", None)
+
     adv_accuracy = install(model, recipe, input_range=input_range, seed=seed)
     reset = tf.keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: adv_accuracy.reset_state())
     record: dict = {"recipe": recipe.record()}

@@ -1,7 +1,8 @@
-"""Train a zoo model from scratch with the first paper's recipe.
+"""Train a zoo model from scratch with the first paper's recipe, or another (edgeprune.recipes).
 
 Defaults (Vora et al. 2023): batch 128, SGD lr 0.1, momentum 0.9, Nesterov, step decay x0.1
-at epochs 10/20/30, random flip + crop augmentation. Augmentation runs in `tf.data`, not in
+at epochs 10/20/30, random flip + crop augmentation; `recipe="cpu"` swaps the step decay for
+warm-up + cosine with label smoothing. Augmentation runs in `tf.data`, not in
 the model, so the saved model is exactly what gets pruned, converted and attacked.
 """
 
@@ -17,6 +18,7 @@ from edgeprune.adversarial import AdversarialFields
 from edgeprune.data import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.options import flag, internal
+from edgeprune.recipes import get_recipe
 from edgeprune.vocab import AUGMENTATIONS
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ class TrainConfig(AdversarialFields):
     gamma: float = 0.1
     weight_decay: float = 5e-4
     augment: str = "auto"
+    recipe: str = "vora2023"  # edgeprune.recipes: schedule + loss (vora2023: milestones x gamma)
     width: float = 1.0
     seed: int = 0
     extra: dict = internal(factory=dict)
@@ -53,6 +56,7 @@ class TrainConfig(AdversarialFields):
             raise EdgepruneError(f"gamma must be in (0, 1], got {self.gamma}")
         if self.augment not in AUGMENTATIONS:
             raise EdgepruneError(f"unknown augmentation {self.augment!r}; expected one of {', '.join(AUGMENTATIONS)}")
+        get_recipe(self.recipe)
         self.adversarial_recipe()  # validates the --adversarial / --adv-* options
 
 
@@ -70,27 +74,32 @@ def resolve_augmentation(augment: str, dataset_name: str) -> str:
 
 
 def make_train_pipeline(x: np.ndarray, y: np.ndarray, *, batch_size: int, augment: str,
-                        seed: int) -> "tf.data.Dataset":
-    """Shuffled, augmented, batched float32 [0, 1] images from uint8 arrays."""
+                        seed: int, input_range: Any = None) -> "tf.data.Dataset":
+    """Shuffled, augmented, batched float32 images from uint8 arrays: in [0, 1], or in the
+    model's `input_range` (an edgeprune.inputrange.InputRange) when it takes another."""
     import tensorflow as tf
 
     data = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int64)))
     data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return augment_and_batch(data, tuple(x.shape[1:]), batch_size=batch_size, augment=augment)
+    return augment_and_batch(data, tuple(x.shape[1:]), batch_size=batch_size, augment=augment,
+                             input_range=input_range)
 
 
 def dataset_train_pipeline(dataset: Any, *, batch_size: int, augment: str, seed: int) -> "tf.data.Dataset":
     """`make_train_pipeline` of a dataset's train split: arrays, or a folder: decoded in batches."""
+    # in the range the model takes (set by inputrange.dataset_for_model), as evaluation feeds it
+    input_range = getattr(dataset, "input_range", None)
     if isinstance(dataset, Dataset):
         return make_train_pipeline(dataset.x_train, dataset.y_train, batch_size=batch_size, augment=augment,
-                                   seed=seed)
+                                   seed=seed, input_range=input_range)
     return augment_and_batch(dataset.tf_images("train", shuffle_seed=seed), dataset.input_shape,
-                             batch_size=batch_size, augment=augment)
+                             batch_size=batch_size, augment=augment, input_range=input_range)
 
 
 def augment_and_batch(data: "tf.data.Dataset", shape: tuple[int, ...], *, batch_size: int,
-                      augment: str) -> "tf.data.Dataset":
-    """(uint8 image, label) -> float32 [0, 1], cropped / flipped as `augment` says, batched."""
+                      augment: str, input_range: Any = None) -> "tf.data.Dataset":
+    """(uint8 image, label) -> float32 [0, 1] (or `input_range`), cropped / flipped as `augment`
+    says, batched."""
     import tensorflow as tf
 
     height, width, channels = shape
@@ -103,29 +112,11 @@ def augment_and_batch(data: "tf.data.Dataset", shape: tuple[int, ...], *, batch_
             image = tf.image.random_crop(image, (height, width, channels))
         if augment == "flip-crop":
             image = tf.image.random_flip_left_right(image)
+        if input_range is not None and not input_range.is_unit:
+            image = image * float(input_range.scale) + float(input_range.low)
         return image, label
 
     return data.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
-
-
-def step_decay_schedule(config: TrainConfig, steps_per_epoch: int):
-    import tensorflow as tf
-
-    milestones = [m for m in config.milestones if 0 < m < config.epochs]
-    if not milestones:
-        return config.learning_rate
-    boundaries = [m * steps_per_epoch for m in milestones]
-    values = [config.learning_rate * config.gamma ** i for i in range(len(milestones) + 1)]
-    return tf.keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-
-
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> "tf.keras.optimizers.Optimizer":
-    import tensorflow as tf
-
-    return tf.keras.optimizers.SGD(
-        learning_rate=step_decay_schedule(config, steps_per_epoch), momentum=config.momentum,
-        nesterov=config.nesterov, weight_decay=config.weight_decay or None,
-    )
 
 
 def accuracy(model: "tf.keras.Model", x: np.ndarray, y: np.ndarray, *, batch_size: int = 256) -> float:
@@ -154,6 +145,7 @@ def train_model(config: TrainConfig, dataset: Dataset | FolderDataset, *, progre
 
     from edgeprune.models import build_model
     from edgeprune.progress import keras_progress_callback
+    from edgeprune.recipes import make_loss, make_optimizer
 
     tf.keras.utils.set_random_seed(config.seed)
     model = build_model(config.arch, input_shape=dataset.input_shape,
@@ -162,11 +154,9 @@ def train_model(config: TrainConfig, dataset: Dataset | FolderDataset, *, progre
     augment = resolve_augmentation(config.augment, dataset.name)
     pipeline = dataset_train_pipeline(dataset, batch_size=config.batch_size, augment=augment, seed=config.seed)
     steps_per_epoch = int(np.ceil(len(y_train) / config.batch_size))
-    model.compile(
-        optimizer=make_optimizer(config, steps_per_epoch),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+    recipe = get_recipe(config.recipe)
+    model.compile(optimizer=make_optimizer(recipe, config, steps_per_epoch),
+                  loss=make_loss(recipe, dataset.num_classes), metrics=["accuracy"])
     from edgeprune.adversarial import prepare
 
     adv_callbacks, adversarial = prepare(model, config.adversarial_recipe(), dataset, seed=config.seed)
@@ -187,6 +177,7 @@ def train_model(config: TrainConfig, dataset: Dataset | FolderDataset, *, progre
         "train_samples": int(len(y_train)),
         "test_samples": int(len(dataset.y_test)),
         "config": {**asdict(config), "augment": augment, "milestones": list(config.milestones)},
+        "recipe": recipe.describe(config, steps_per_epoch),
         "train_accuracy_last_epoch": float(history.history["accuracy"][-1]),
         "test_accuracy": test_accuracy,
         "params": int(model.count_params()),

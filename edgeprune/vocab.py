@@ -19,6 +19,7 @@ DATASETS_BY_NAME = ("digits", "cifar10", "cifar100")
 DATASET_PATH_KINDS = ("npz", "dir", "svhn", "folder")
 SPLITS = ("test", "train")
 AUGMENTATIONS = ("auto", "none", "crop", "flip-crop")
+RECIPES = ("vora2023", "cpu")  # training recipes (edgeprune.recipes)
 
 PRUNE_METHODS = ("tfmot", "nncf-filter", "hydra")
 # Adversarial training recipes (edgeprune.adversarial), for `train` and every fine-tune of `prune`.

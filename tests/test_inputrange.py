@@ -175,3 +175,17 @@ def test_api_train_records_the_range_that_later_stages_pick_up(tmp_path):
     assert result.record["input_range"]["label"] == "0,255"
     assert read_metadata(out)["input_range"]["high"] == 255.0
     assert load(out).info["input_range"]["source"] == "recorded"
+
+
+@pytest.mark.parametrize("declared", ["0,255", "-1,1"])
+def test_training_feeds_the_range_it_evaluates_in(declared, digits):
+    """The training pipeline feeds a model declared to take 0..255 (or -1..1) the same range that
+    evaluation and attacks feed it; it fed [0, 1] before, and the model then saw one range in
+    training and another everywhere else."""
+    from edgeprune.train import dataset_train_pipeline
+
+    ranged = dataset_for_model(digits, parse_input_range(declared))
+    images, _ = next(iter(dataset_train_pipeline(ranged, batch_size=512, augment="none", seed=0)))
+    x_eval, _ = ranged.split("train")
+    assert float(tf.reduce_min(images)) == pytest.approx(float(x_eval.min()), abs=1e-5)
+    assert float(tf.reduce_max(images)) == pytest.approx(float(x_eval[:512].max()), abs=1e-5)

@@ -8,7 +8,7 @@ from edgeprune.cli.adversarial import adversarial_options
 from edgeprune.cli.common import (dataset_option, force_option, input_range_option, limit_options, quiet_option,
                                   seed_option)
 from edgeprune.cli.folders import folder_options
-from edgeprune.vocab import ARCHITECTURE_NAMES, AUGMENTATIONS
+from edgeprune.vocab import ARCHITECTURE_NAMES, AUGMENTATIONS, RECIPES
 
 ARCH_HELP = ", ".join(ARCHITECTURE_NAMES)
 
@@ -29,6 +29,9 @@ ARCH_HELP = ", ".join(ARCHITECTURE_NAMES)
 @click.option("--weight-decay", type=float, default=5e-4, show_default=True)
 @click.option("--augment", type=click.Choice(AUGMENTATIONS), default="auto",
               show_default=True, help="auto: flip+crop for natural images, crop for SVHN, none for 8x8 digits.")
+@click.option("--recipe", type=click.Choice(RECIPES), default="vora2023", show_default=True,
+              help="vora2023: the paper's step decay (--milestones, --gamma); cpu: warm-up + cosine, "
+                   "label smoothing 0.1, for short budgets (benchmarks/results/train.md).")
 @click.option("--width", type=float, default=1.0, show_default=True,
               help="Channel width multiplier (0.25 gives a CPU-sized variant).")
 @seed_option()
@@ -38,7 +41,8 @@ ARCH_HELP = ", ".join(ARCHITECTURE_NAMES)
 @force_option
 @quiet_option
 def command(arch, dataset, limit_train, limit_test, output, epochs, batch_size, learning_rate,
-            milestones, gamma, weight_decay, augment, width, seed, input_range, folder, adversarial, force, quiet):
+            milestones, gamma, weight_decay, augment, recipe, width, seed, input_range, folder, adversarial, force,
+            quiet):
     """Train ARCH from scratch and save it as a Keras .h5 with a JSON report.
 
     ARCH is one of: smallcnn, resnet8, resnet20, resnet18, resnet50, vgg16, vgg19,
@@ -59,8 +63,8 @@ def command(arch, dataset, limit_train, limit_test, output, epochs, batch_size, 
     options = TrainOptions(arch=arch, dataset=dataset, limit_train=limit_train, limit_test=limit_test,
                            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                            milestones=milestone_epochs, gamma=gamma, weight_decay=weight_decay,
-                           augment=augment, width=width, seed=seed, input_range=input_range, **folder,
-                           **adversarial)
+                           augment=augment, recipe=recipe, width=width, seed=seed, input_range=input_range,
+                           **folder, **adversarial)
     result = train(options, output, force=force, progress=not quiet)
     record = result.record
     click.echo(f"{arch} on {record['dataset']}: test accuracy {record['test_accuracy']:.4f} "
