@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
             stem = work / f"edgeprune_{tag}" if version == "standard" else work / f"edgeprune_{version}_{tag}"
             cmd = ["edgeprune", "evaluate", str(work / "resnet8.h5"), "--autoattack", version,
                    "--eps", eps_text.strip(), "--dataset", f"npz:{args.data}", "--limit", str(args.limit),
-                   "-o", str(stem), "-q"]
+                   "-o", str(stem), "-q", "--force"]
             _, seconds, before, after = timed(f"edgeprune {version} eps {eps_text}", lambda: run(
                 [sys.executable, "-m", "edgeprune", *cmd[1:]], env=env))
             report = json.loads(stem.with_suffix(".json").read_text())

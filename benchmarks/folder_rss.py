@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             for batch in (int(b) for b in args.batch_sizes.split(",")):
                 for limit in (None, 500) if model.suffix == ".h5" else (None,):
                     command = [sys.executable, "-m", "edgeprune", "evaluate", str(model), "-d", f"folder:{root}",
-                               "--batch-size", str(batch), "-q", "-o", str(work / "report")]
+                               "--batch-size", str(batch), "-q", "--force", "-o", str(work / "report")]
                     if limit:
                         command += ["--limit", str(limit)]
                     run = peak_rss(command)

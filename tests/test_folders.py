@@ -15,6 +15,7 @@ from PIL import Image
 from edgeprune.data import CIFAR10_CLASSES, load_dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.folders import FolderOptions
+from test_cli_foundation import BLOCK_TENSORFLOW  # the [device] install: TensorFlow not importable
 
 
 def write_tree(root: Path, x: np.ndarray, y: np.ndarray, *, size: int | None = None, suffix: str = ".png") -> Path:
@@ -87,17 +88,6 @@ def test_folder_pixels_and_accuracy_equal_the_npz_form(cifar_folder, npz_model):
     assert recorded["folder"]["resize"] == "bilinear"
 
 
-BLOCK_TENSORFLOW = (
-    "import sys\n"
-    "class Block:\n"
-    "    def find_spec(self, name, path=None, target=None):\n"
-    "        if name.split('.')[0] in ('tensorflow', 'keras', 'tf_keras'):\n"
-    "            raise ImportError('blocked: ' + name)\n"
-    "sys.meta_path.insert(0, Block())\n"
-    "from edgeprune.cli import cli\n"
-    "sys.argv = ['edgeprune'] + sys.argv[1:]\n"
-    "cli()\n"
-)
 
 
 def test_tflite_evaluates_a_folder_without_tensorflow(cifar_folder, npz_model, tmp_path):
