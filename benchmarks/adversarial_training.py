@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         model.compile(optimizer=tf.keras.optimizers.SGD(0.05, momentum=0.9),
                       loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
         recipe = make_recipe(kind, guard=kind == "fgsm-rs")
-        callbacks, _ = prepare(model, recipe, data.x_train, data.y_train, log=False)
+        callbacks, _ = prepare(model, recipe, data, log=False)
         models[kind] = model
         guards[kind] = callbacks
         model.fit(pipeline, epochs=1, verbose=0)  # warm-up: tracing
