@@ -45,8 +45,8 @@ def check_not_input(output: str | os.PathLike, inputs: Iterable[str | os.PathLik
     for source in inputs:
         if target in companions(source):
             kind = "" if target == _resolved(Path(source)) else " (a file that belongs to it)"
-            raise EdgepruneError(f"{output} is an input of this command ({source}){kind}; "
-                                 "write the output elsewhere (--force does not apply)")
+            raise EdgepruneError(f"{output} is an input of this command ({source}){kind}; writing it would "
+                                 "overwrite the input: write the output elsewhere (--force does not apply)")
 
 
 def _resolved(path: Path) -> Path:

@@ -19,6 +19,7 @@ from typing import Any
 from edgeprune.adversarial import AdversarialFields
 from edgeprune.errors import EdgepruneError
 from edgeprune.folders import FolderOptions
+from edgeprune.integrity import check_outputs, dataset_files
 from edgeprune.io import check_output, sidecar
 from edgeprune.options import flag
 from edgeprune.results import PruneResult
@@ -257,13 +258,10 @@ def prune(model: str | os.PathLike, options: PruneOptions, output: str | os.Path
     pruned model with its report (schema edgeprune.prune/1) beside `output`."""
     started = time.perf_counter()
     config = options.method_config()
-    output = check_output(output, force=force, suffixes=(".h5",))
-    outputs = output_paths(output, options)
-    for path in outputs[1:]:
-        check_output(path, force=force)
+    inputs = [model, *dataset_files(options.dataset)]
+    output = check_output(output, force=force, suffixes=(".h5",), inputs=inputs)
+    check_outputs(output_paths(output, options)[1:], force=force, inputs=inputs)
     source = Path(model)
-    if source.resolve() in {path.resolve() for path in outputs}:
-        raise EdgepruneError(f"{source}: output would overwrite the input model")
 
     from edgeprune.data import load_dataset
     from edgeprune.info import gzip_bytes
