@@ -23,10 +23,12 @@ A same-model re-profile is `limit` (>= 1.10x) away from that boundary, so its fa
 is far below alpha even when runs are somewhat dependent (interference comes in bursts);
 measured rates are in benchmarks/results/compare_gate.md.
 
-`busy` is the larger, over the two cells, of the share of the measured CPUs that *other*
-processes used while the cell was measured (`other_load_cores / cpus`, from /proc/stat). On a
-busy host a whole profile can be slowed, not only some runs, so the threshold widens by that
-share (capped at 60%, so a 2x slowdown is always judged). Verdicts: "regression" (above),
+`busy` is the larger, over the two cells, of the share of the CPUs that *other* processes used
+while the cell was measured (from /proc/stat): of the measured CPUs (`other_load_cores / cpus`)
+or of the whole host (`host_other_load_cores / host_cpus`), whichever is larger — a profile
+pinned to one CPU of a 2-core host ran up to 1.8x slower, run after run, while a training job
+held the other CPU (benchmarks/results/compare_gate.md). On a busy host a whole profile can be
+slowed, not only some runs, so the threshold widens by that share (capped at 60%, so a 2x slowdown is always judged). Verdicts: "regression" (above),
 "slower (host busy)" (lower > 1 + max_slowdown but within the busy widening), "slower (within
 noise)" (the estimate above the threshold, its bound not), "faster" (upper bound below
 1 / (1 + max_slowdown)), else "ok". Reported, never failed, except "regression".
@@ -67,7 +69,8 @@ MAX_SAMPLES = 1500  # per side: 2.25M pairwise ratios at most (longer runs are t
 MIN_SAMPLES = 5  # fewer runs than this per side: no confidence bound, never a regression
 RULE = ("regression = one-sided Mann-Whitney lower confidence bound (level alpha, split over cells) "
         "of the candidate/baseline latency ratio (Hodges-Lehmann, per-run times) above "
-        "1 + max(threshold, min(busy, 60%)); busy = share of the measured CPUs other processes used; "
+        "1 + max(threshold, min(busy, 60%)); busy = share of the measured CPUs, or of the host if larger, "
+        "that other processes used; "
         "not judged when busy >= 90% (host saturated)")
 
 
@@ -166,9 +169,15 @@ def host_differences(baseline: dict, candidate: dict) -> list[str]:
 
 
 def _busy(cell: dict) -> float:
-    """Share (0..1) of the cell's CPUs that other processes used while it was measured."""
-    other, cpus = cell.get("other_load_cores"), len(cell.get("cpus") or []) or 1
-    return 0.0 if other is None else min(max(float(other) / cpus, 0.0), 1.0)
+    """Share (0..1) of the CPUs that other processes used while the cell was measured: of the
+    cell's own CPUs, or of the whole host where that is larger (a profile pinned to one CPU is
+    still slowed by a neighbour on the next one; profiles before 2026-11-28 lack the host share)."""
+    def share(other: float | None, cpus: int) -> float:
+        return 0.0 if other is None else min(max(float(other) / max(cpus, 1), 0.0), 1.0)
+
+    own = share(cell.get("other_load_cores"), len(cell.get("cpus") or []))
+    host = share(cell.get("host_other_load_cores"), int(cell.get("host_cpus") or 0))
+    return max(own, host)
 
 
 def _thinned(samples: list[float]) -> np.ndarray:

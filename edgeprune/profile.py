@@ -207,6 +207,13 @@ def _cpu_busy_jiffies(cpus: Sequence[int] | None) -> int | None:
     return busy
 
 
+def _other_load(busy_before: int | None, busy_after: int | None, own_s: float, wall_s: float) -> float | None:
+    """Cores' worth of CPU time that processes other than this one used over `wall_s`."""
+    if busy_before is None or busy_after is None or wall_s <= 0:
+        return None
+    return round(max(0.0, (busy_after - busy_before) / os.sysconf("SC_CLK_TCK") - own_s) / wall_s, 2)
+
+
 # -------------------------------------------------------------------------------- model size
 
 def model_format(path: str | os.PathLike) -> str:
@@ -365,17 +372,18 @@ def measure_cells(path: str | os.PathLike, batches: Sequence[int], threads: int,
         cells = []
         for batch in batches:
             x = rng.random((batch, *shape), dtype=np.float32)
-            busy_before, cpu_before, wall_before = _cpu_busy_jiffies(allowed_cpus()), os.times(), time.perf_counter()
+            # Other processes' CPU time on the measured CPUs and on the whole host: a neighbour
+            # on a CPU this profile does not use still slows it (shared caches, memory, SMT).
+            busy_before = (_cpu_busy_jiffies(allowed_cpus()), _cpu_busy_jiffies(None))
+            cpu_before, wall_before = os.times(), time.perf_counter()
             samples, cpu_samples, warmups = time_calls(partial(predictor.predict, x, batch_size=batch),
                                           warmup=config.warmup, warmup_time_s=config.warmup_time_s,
                                           runs=config.runs, min_time_s=config.min_time_s)
             wall = time.perf_counter() - wall_before
-            busy_after, cpu_after = _cpu_busy_jiffies(allowed_cpus()), os.times()
-            other_load = None
-            if busy_before is not None and busy_after is not None and wall > 0:
-                tick = os.sysconf("SC_CLK_TCK")
-                own = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
-                other_load = round(max(0.0, (busy_after - busy_before) / tick - own) / wall, 2)
+            busy_after, cpu_after = (_cpu_busy_jiffies(allowed_cpus()), _cpu_busy_jiffies(None)), os.times()
+            own = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+            other_load, host_other_load = (_other_load(before, after, own, wall)
+                                           for before, after in zip(busy_before, busy_after, strict=True))
             cell = {
                 "model": path.stem, "format": fmt,
                 "runtime": runtime_name, "runtime_version": runtime_version,
@@ -397,6 +405,7 @@ def measure_cells(path: str | os.PathLike, batches: Sequence[int], threads: int,
                 "peak_rss_bytes": peak_rss_bytes(),
                 # Cores' worth of CPU time other processes used on our CPUs while we measured.
                 "other_load_cores": other_load,
+                "host_other_load_cores": host_other_load, "host_cpus": os.cpu_count(),
                 "samples_ms": [round(s, 6) for s in samples],
             }
             cells.append(cell)
@@ -549,7 +558,7 @@ def markdown_report(report: dict) -> str:
 
 CSV_COLUMNS = ("model", "format", "runtime", "batch", "threads", "cpus", "runs", "min", "mean", "std",
                "p5", "p10", "p25", "p50", "p75", "p90", "p99", "max", "cv", "throughput_ips", "peak_rss_bytes",
-               "other_load_cores", "file_bytes", "gzip_bytes", "params", "params_nonzero", "macs",
+               "other_load_cores", "host_other_load_cores", "file_bytes", "gzip_bytes", "params", "params_nonzero", "macs",
                "inference_precision", "delegate")
 
 

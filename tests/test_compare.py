@@ -112,6 +112,29 @@ def test_a_saturated_host_widens_the_threshold_up_to_60_percent():
     assert latency_verdict(quiet, quiet_slower, 0.10)["verdict"] == "regression"
 
 
+def test_a_neighbour_on_another_cpu_widens_the_threshold_of_a_pinned_profile():
+    # Pinned to CPU 1 of 2 with a training job on CPU 0: nothing else ran on CPU 1, yet the same
+    # IR ran 1.13-1.77x slower from one profile to the next (benchmarks/results/compare_gate.md).
+    rng = np.random.default_rng(5)
+    quiet = _cell(_runs(rng, 200), cpus=[1], other_load_cores=0.0, host_other_load_cores=0.0, host_cpus=2)
+    neighbour = _cell(_runs(rng, 200, 1.3), cpus=[1], other_load_cores=0.02, host_other_load_cores=1.0, host_cpus=2)
+    row = latency_verdict(quiet, neighbour, 0.10)
+    assert row["busy"] == pytest.approx(0.5) and row["limit"] == pytest.approx(1.5)
+    assert row["verdict"] == "slower (host busy)"
+    # The same slowdown with the host's other CPU idle is a regression; so is one beyond the widening.
+    alone = _cell(_runs(rng, 200, 1.3), cpus=[1], other_load_cores=0.0, host_other_load_cores=0.02, host_cpus=2)
+    assert latency_verdict(quiet, alone, 0.10)["verdict"] == "regression"
+    far = _cell(_runs(rng, 200, 2.0), cpus=[1], other_load_cores=0.0, host_other_load_cores=1.0, host_cpus=2)
+    assert latency_verdict(quiet, far, 0.10)["verdict"] == "regression"
+
+
+def test_profiles_record_other_processes_load_on_their_cpus_and_on_the_host(nets):
+    report = profile_models([nets[0]], GATE, progress=False)
+    cell = report["results"][0]
+    assert cell["host_cpus"] >= len(cell["cpus"]) >= 1
+    assert cell["host_other_load_cores"] >= cell["other_load_cores"] >= 0.0
+
+
 def test_different_inference_precisions_are_not_paired(tmp_path):
     rng = np.random.default_rng(4)
     write_json(tmp_path / "f32.json", _profile([_cell(_runs(rng, 20))]))
