@@ -1,7 +1,7 @@
 """Acceptance for the CI gate: false-alarm rate at default settings, and detection of a ~1.25x slower model.
 
 Profiles are made exactly as `edgeprune profile MODEL.xml` makes them with its defaults (batch
-1, 32 and 64; threads = CPUs; >= 10 runs and >= 1 s per cell; a fresh process per cell) and
+1, 32 and 64; threads = CPUs; >= 10 runs and >= 1 s per cell, shared by 8 fresh processes) and
 judged by `compare_profiles` with its defaults (--max-slowdown 10%, false-alarm rate 1%).
 
 Models (OpenVINO IR, built with the opset API, fresh weights: weights do not change timing):
@@ -62,7 +62,14 @@ def main() -> int:
     parser.add_argument("--replay", action="store_true",
                         help="judge the profiles already saved in --work (B0.json, B1.json, S1.json, ...) again, "
                              "up to the last complete repeat, without measuring")
+    parser.add_argument("--regroup", type=int, default=None, metavar="K",
+                        help="with --replay, of one-process profiles (--processes 1): judge windows of K "
+                             "consecutive profiles merged into one K-process profile each (B[r..r+K-1] vs "
+                             "B[r+K..r+2K-1], and vs the K slow profiles S[r+1..r+K]), sliding by one: "
+                             "the process-level rule replayed on processes measured one after another")
     args = parser.parse_args()
+    if args.regroup:
+        return regroup(Path(args.work), args.regroup, Path(args.out))
     if args.merge:
         return write([part for p in args.merge for part in json.loads(Path(p).read_text())["slices"]],
                      Path(args.out), args.depth)
@@ -112,6 +119,7 @@ def main() -> int:
                              "runs_at": cell["runs_at"], "verdict": cell["verdict"], "ratio": cell["ratio"],
                              "ratio_lower": cell["ratio_lower"], "limit": cell["limit"],
                              "p50_ratio": cell["p50_ratio"], "min_ratio": cell["min_ratio"], "busy": cell["busy"],
+                             "sample": cell.get("sample", "runs"),
                              "runs": [cell["baseline_runs"], cell["candidate_runs"]],
                              "comparison": flagged})
             print(f"{kind} #{r}: latency {flagged}  " + ", ".join(
@@ -126,6 +134,54 @@ def main() -> int:
               "gate": {"max_slowdown": gate.max_slowdown, "alpha": gate.alpha}, "wall_s": round(wall, 1),
               "macs": macs, "loads": loads, "rows": rows}
     return write([result], Path(args.out), args.depth)
+
+
+def regroup(work: Path, k: int, out: Path) -> int:
+    """Replay the process-level rule on saved one-process profiles (see --regroup)."""
+    from edgeprune.compare import CompareConfig, compare_profiles
+    from edgeprune.profile import merge_processes
+
+    def load(name: str) -> dict | None:
+        path = work / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    base: list[dict] = []
+    r = 0
+    while (profile := load(f"B{r}")) is not None:
+        base.append(profile)
+        r += 1
+    slow = []
+    r = 1
+    while (profile := load(f"S{r}")) is not None:
+        slow.append(profile)
+        r += 1
+
+    def merged(profiles: list[dict]) -> dict:
+        cells = {}
+        for profile in profiles:
+            for cell in profile["results"]:
+                cells.setdefault((cell["model"], cell["format"], cell["batch"], cell["threads"]), []).append(cell)
+        return {**profiles[0], "results": [merge_processes(parts) for parts in cells.values()]}
+
+    gate = CompareConfig()
+    outcome: dict[str, list] = {"same model": [], "slower model": []}
+    for r in range(len(base) - 2 * k + 1):
+        outcome["same model"].append(compare_profiles(merged(base[r:r + k]), merged(base[r + k:r + 2 * k]), gate))
+    for r in range(len(slow) - k + 1):  # S[r+1] was measured right after B[r+1]
+        outcome["slower model"].append(compare_profiles(merged(base[r:r + k]), merged(slow[r:r + k]), gate))
+    summary = {kind: {"comparisons": len(reports),
+                      "flagged": sum(any(c["verdict"] == "regression" for c in rep["latency"]) for rep in reports),
+                      "flagged_cells": sum(c["verdict"] == "regression" for rep in reports for c in rep["latency"]),
+                      "cells": sum(len(rep["latency"]) for rep in reports),
+                      "sample": sorted({c["sample"] for rep in reports for c in rep["latency"]})}
+               for kind, reports in outcome.items()}
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    result = {"schema": "edgeprune.bench.compare_gate_regroup/1", "command": command, "processes": k,
+              "base_profiles": len(base), "slow_profiles": len(slow), "summary": summary}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
 
 
 def write(results: list[dict], out: Path, depth: int) -> int:
@@ -181,7 +237,7 @@ def write(results: list[dict], out: Path, depth: int) -> int:
         f"run; wall {wall / 60:.0f} min.  ",
         f"Profiles: `edgeprune profile net.xml` defaults (batch {', '.join(map(str, config['batches']))}; "
         f"{config['threads'][0]} threads = the CPUs it may use; >= {config['runs']} runs and >= "
-        f"{config['min_time_s']:g} s per cell; fresh process per cell; inference precision "
+        f"{config['min_time_s']:g} s per cell, shared by {config.get('processes', 1)} fresh process(es); inference precision "
         f"{config['inference_precision']}). Gate: `edgeprune compare` defaults (max slowdown "
         f"{gate['max_slowdown']:.0%}, false-alarm rate {gate['alpha']:.0%} per comparison).  ",
         f"Models: conv net of {depth} 3x3 convs, 32 channels, 32x32 input ({macs['base'] / 1e6:.1f} M MACs) "

@@ -416,6 +416,7 @@ class ProfileOptions:
     warmup: int = 3
     warmup_time_s: float = flag(0.2, name="warmup-time")
     isolation: str = "process"
+    processes: int = 8  # fresh processes per cell (isolation "process"); compare judges their medians
     input_shape: tuple[int, ...] | None = None
     seed: int = 0
     inference_precision: str = "default"
@@ -438,7 +439,8 @@ class ProfileOptions:
         cpus = check_cpus(self.cpus) if self.cpus is not None else None
         return ProfileConfig(batches=self.batch, threads=self.threads or (self.cpu_count,), cpus=cpus,
                              runs=self.runs, min_time_s=self.min_time_s, warmup=self.warmup,
-                             warmup_time_s=self.warmup_time_s, isolation=self.isolation, seed=self.seed,
+                             warmup_time_s=self.warmup_time_s, isolation=self.isolation,
+                             processes=self.processes, seed=self.seed,
                              input_shape=self.input_shape, input_range=self.input_range, allow_unsafe=allow_unsafe,
                              inference_precision=self.inference_precision)
 

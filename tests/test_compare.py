@@ -128,6 +128,31 @@ def test_a_neighbour_on_another_cpu_widens_the_threshold_of_a_pinned_profile():
     assert latency_verdict(quiet, far, 0.10)["verdict"] == "regression"
 
 
+def _processes(medians, runs_per_process=200, seed=0) -> dict:
+    """A cell measured in one process per median: steady runs around each process's own level."""
+    rng = np.random.default_rng(seed)
+    samples = np.concatenate([m * rng.lognormal(0.0, 0.02, runs_per_process) for m in medians])
+    return _cell(samples, process_p50_ms=[float(m) for m in medians])
+
+
+def test_processes_not_runs_are_the_sample_when_both_profiles_have_them():
+    # As measured on a quiet VM: most processes at the usual level, one or two 1.2-1.9x slower.
+    usual = [10.0, 10.1, 9.9, 10.0, 10.2, 9.8, 10.0, 10.1]
+    base = _processes(usual, seed=1)
+    one_slow = _processes([10.0, 9.9, 18.7, 10.1, 10.0, 12.1, 9.9, 10.0], seed=2)
+    row = latency_verdict(base, one_slow, 0.10, alpha=0.01 / 3)
+    assert row["sample"] == "processes" and row["verdict"] != "regression"
+    # One process per cell (profiles before --processes): one slow process is the whole cell, and
+    # its 200 steady runs bound the ratio tightly above the threshold: the false alarm of before.
+    alone = latency_verdict(_processes([10.0], seed=4), _processes([12.1], seed=5), 0.10, alpha=0.01 / 3)
+    assert alone["sample"] == "runs" and alone["verdict"] == "regression"
+    # A model 1.3x slower in every process is a regression, outliers and all.
+    slower = _processes([13.0, 13.1, 12.9, 24.0, 13.2, 12.8, 13.0, 13.1], seed=3)
+    assert latency_verdict(base, slower, 0.10, alpha=0.01 / 3)["verdict"] == "regression"
+    # Fewer than 5 processes on either side: the runs are judged, as for older profiles.
+    assert latency_verdict(_processes(usual[:3]), slower, 0.10)["sample"] == "runs"
+
+
 def test_profiles_record_other_processes_load_on_their_cpus_and_on_the_host(nets):
     report = profile_models([nets[0]], GATE, progress=False)
     cell = report["results"][0]

@@ -184,12 +184,17 @@ def test_keras_in_process_says_when_threads_could_not_be_set(tiny):
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
 def test_cpus_0_really_pins_in_a_fresh_process(tiny, tmp_path):
     output = tmp_path / "p.json"
-    result = CliRunner().invoke(cli, ["profile", str(tiny / "tiny.tflite"), "--batch", "2", "--cpus", "0",
-                                      "--runs", "3", "--min-time", "0", "--warmup-time", "0", "-q",
-                                      "-o", str(output)])
+    result = CliRunner().invoke(cli, ["profile", str(tiny / "tiny.tflite"), "--batch", "2,4", "--cpus", "0",
+                                      "--runs", "8", "--min-time", "0", "--warmup-time", "0", "--processes", "3",
+                                      "-q", "-o", str(output)])
     assert result.exit_code == 0, result.output
     report = json.loads(output.read_text())
     cell = report["results"][0]
+    # Three fresh processes per cell, each with its share of --runs (8 / 3 -> 3), pooled; each
+    # process's median kept for compare.
+    assert [c["batch"] for c in report["results"]] == [2, 4] and report["settings"]["processes"] == 3
+    assert cell["processes"] == 3 and len(cell["process_p50_ms"]) == 3 and cell["runs"] == len(cell["samples_ms"]) >= 9
+    assert min(cell["process_p50_ms"]) <= cell["latency_ms"]["p50"] <= max(cell["process_p50_ms"])
     assert cell["cpus"] == [0]  # read back inside the worker process that measured
     assert cell["threads"] == 1  # default: one thread per pinned CPU
     assert report["device_like"]["pinned"] and "pinned to CPUs [0]" in report["device_like"]["note"]
@@ -212,7 +217,7 @@ def test_device_formats_profile_without_tensorflow(tiny, tmp_path):
     # The fresh worker processes inherit the blocker through PYTHONPATH.
     done = subprocess.run([sys.executable, "-c", CLI, "profile", str(tiny / "tiny.tflite"),
                            str(tiny / "tiny.xml"), "--batch", "1", "--threads", "1", "--runs", "3",
-                           "--min-time", "0", "-q", "-o", str(output)],
+                           "--min-time", "0", "--processes", "1", "-q", "-o", str(output)],
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(output.read_text())

@@ -34,6 +34,10 @@ from edgeprune.vocab import PROFILE_ISOLATIONS
               help="process: a fresh Python process per (model, batch, threads), so thread settings "
                    "apply and the peak RSS is that cell's own; none: measure in this process "
                    "(faster; TensorFlow keeps its first thread setting).")
+@click.option("--processes", type=click.IntRange(min=1, max=1000), default=8, show_default=True,
+              help="Fresh processes per (model, batch, threads) with --isolation process, taken in "
+                   "turns; --runs and --min-time are shared among them. `compare` judges the "
+                   "processes' medians: latency varies more between processes than within one.")
 @click.option("--input-shape", default=None,
               help="H,W,C for models whose input shape is not fixed in the file.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random input batch.")
@@ -44,7 +48,7 @@ from edgeprune.vocab import PROFILE_ISOLATIONS
 @allow_unsafe_option
 @force_option
 @quiet_option
-def command(models, batches, threads, cpus, runs, min_time_s, warmup, warmup_time_s, isolation,
+def command(models, batches, threads, cpus, runs, min_time_s, warmup, warmup_time_s, isolation, processes,
             input_shape, seed, output, inference_precision, input_range, allow_unsafe, force, quiet):
     """Measure file size and CPU batch latency of MODELS (.h5, .keras, .tflite, .xml).
 
@@ -65,7 +69,7 @@ def command(models, batches, threads, cpus, runs, min_time_s, warmup, warmup_tim
         batch=parse_int_list(batches, "--batch"),
         threads=parse_int_list(threads, "--threads") if threads is not None else None,
         cpus=parse_int_list(cpus, "--cpus") if cpus is not None else None, runs=runs, min_time_s=min_time_s,
-        warmup=warmup, warmup_time_s=warmup_time_s, isolation=isolation,
+        warmup=warmup, warmup_time_s=warmup_time_s, isolation=isolation, processes=processes,
         input_shape=parse_int_list(input_shape, "--input-shape") if input_shape else None, seed=seed,
         inference_precision=inference_precision, input_range=input_range)
     command_line = "edgeprune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
