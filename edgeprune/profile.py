@@ -12,8 +12,8 @@ a slow minute of the host touches several cells instead of one cell's every proc
 warm-up until both `warmup` runs and `warmup_time_s` are done, then timed runs until both its
 share of `runs` (at least 3) and of `min_time_s` are reached. The cell pools every run and keeps
 each process's median (`process_p50_ms`): on a quiet 2-vCPU VM one IR re-profiled in a fresh
-process ran 1.1-1.9x slower in 12-25% of the processes, while runs inside a process were steady. Each run is one
-`predictor.predict(x, batch_size=batch)` call on a fixed random batch (seeded), timed with
+process ran 1.1-1.9x slower in 12-25% of the processes, while runs inside a process were steady.
+Each run is one `predictor.predict(x, batch_size=batch)` call on a fixed random batch (seeded), timed with
 `time.perf_counter_ns`. Only numpy, the standard library and the runtime of the file's format
 are imported for `.tflite` and `.xml` models: no TensorFlow (the `[device]` extra suffices).
 """
