@@ -250,7 +250,7 @@ def test_cli_bad_input_is_one_line(tiny, tmp_path):
 
 
 def test_keras_thread_setting_applies_in_fresh_process(tiny):
-    config = ProfileConfig(batches=(4,), threads=(1,), isolation="process", **QUICK)
+    config = ProfileConfig(batches=(4,), threads=(1,), isolation="process", processes=1, **QUICK)
     report = profile_models([tiny / "tiny.h5"], config, progress=False)
     cell = report["results"][0]
     assert cell["threads_applied"] is True and cell["runtime"] == "tensorflow"
