@@ -342,6 +342,13 @@ _ICONS = {"regression": "❌ regression", "slower (within noise)": "⚠️ slowe
           "faster": "🚀 faster", "smaller": "✅ smaller", "ok": "✅ ok"}
 
 
+def _judged_on(row: dict) -> str:
+    """'8/8 processes' or '1766/1801 runs': the sample the rank test used."""
+    if row.get("sample") == "processes":
+        return f"{row['baseline_processes']}/{row['candidate_processes']} processes"
+    return f"{row['baseline_runs']}/{row['candidate_runs']} runs"
+
+
 def markdown_report(report: dict) -> str:
     """A GitHub job summary: verdict first, then latency and size tables."""
     settings = report["settings"]
@@ -360,13 +367,13 @@ def markdown_report(report: dict) -> str:
                   f"{len(saturated)} of {len(report['latency'])} cells; latency was not judged there. "
                   "Profile on an idle runner.", ""]
     lines += ["| model | runtime | runs at | batch | threads | p50 ms base → cand | ratio (lower bound) | "
-              "limit | runs | host busy | verdict |",
+              "limit | judged on (base/cand) | host busy | verdict |",
               "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in report["latency"]:
         lines.append(f"| {row['model']} | {row['runtime']} | {row.get('runs_at') or '–'} | {row['batch']} | "
                      f"{row['threads']} | {row['baseline_p50_ms']:.2f} → {row['candidate_p50_ms']:.2f} | "
                      f"×{row['ratio']:.3f} (×{row['ratio_lower']:.3f}) | ×{row['limit']:.2f} | "
-                     f"{row['baseline_runs']}/{row['candidate_runs']} | {row['busy']:.0%} | "
+                     f"{_judged_on(row)} | {row['busy']:.0%} | "
                      f"{_ICONS[row['verdict']]} |")
     if report["size"]:
         lines += ["", "| model | format | file bytes base → cand | ratio | gzip ratio | verdict |",
@@ -381,6 +388,7 @@ def markdown_report(report: dict) -> str:
             lines += ["", f"Not compared ({label}): " + ", ".join(f"`{k}`" for k in keys)]
     lines += ["", f"<sub>Rule: {RULE}; alpha {settings.get('alpha', DEFAULT_ALPHA):g} for the whole "
                   "comparison. A slower estimate without confidence is reported, not failed. Host busy: "
-                  "the larger share of the measured CPUs that other processes used during either run."
+                  "the share of the CPUs (measured, or the whole host if larger) that other processes used during "
+                  "either run."
                   "</sub>"]
     return "\n".join(lines) + "\n"

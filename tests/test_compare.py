@@ -151,6 +151,9 @@ def test_processes_not_runs_are_the_sample_when_both_profiles_have_them():
     assert latency_verdict(base, slower, 0.10, alpha=0.01 / 3)["verdict"] == "regression"
     # Fewer than 5 processes on either side: the runs are judged, as for older profiles.
     assert latency_verdict(_processes(usual[:3]), slower, 0.10)["sample"] == "runs"
+    # The job summary says which.
+    report = compare_profiles(_profile([base]), _profile([slower]), CompareConfig())
+    assert "| 8/8 processes |" in markdown_report(report) and report["verdict"] == "regression"
 
 
 def test_profiles_record_other_processes_load_on_their_cpus_and_on_the_host(nets):
