@@ -40,7 +40,7 @@ IR re-profiled in a fresh process ran 1.1-1.9x slower in 12-25% of the processes
 thousands of runs then bounds tightly a ratio that is itself off, and flagged 13 of 100
 self-compares; on the processes' medians, the slow ones are a few ranks among 8 and move the
 bound little (benchmarks/results/compare_gate.md). With 8 processes a side the bound exists for
-up to about 20 paired cells at the default 1%; more cells need more processes.
+up to 17 paired cells at the default 1%; more cells need more processes.
 
 Why not the fastest run (the rule before): it is an extreme value; two profiles of one IR on
 an idle host had floors 8.37 and 9.37 ms (+12%) while the medians went 10.45 -> 9.72 ms. A
@@ -256,6 +256,8 @@ def latency_verdict(base: dict, cand: dict, max_slowdown: float, alpha: float = 
         "batch": int(cand["batch"]), "threads": int(cand["threads"]),
         "ratio": round(ratio, 4), "ratio_lower": round(lower, 4),
         "ratio_upper": None if upper == float("inf") else round(upper, 4),
+        # False: too few runs or processes for a bound at this cell's alpha: never a regression.
+        "bounded": upper != float("inf"),
         "alpha": alpha, "limit": round(busy_limit, 4), "sample": sample,
         "baseline_processes": len(base.get("process_p50_ms") or ()) or None,
         "candidate_processes": len(cand.get("process_p50_ms") or ()) or None,
@@ -366,6 +368,11 @@ def markdown_report(report: dict) -> str:
         lines += [f"> ⚠️ host saturated: other processes held >= {SATURATED:.0%} of the measured CPUs in "
                   f"{len(saturated)} of {len(report['latency'])} cells; latency was not judged there. "
                   "Profile on an idle runner.", ""]
+    unbounded = [row for row in report["latency"] if not row.get("bounded", True)]
+    if unbounded:
+        lines += [f"> ⚠️ {len(unbounded)} of {len(report['latency'])} cells had too few processes (or runs) for a "
+                  "confidence bound at this false-alarm rate, so they cannot fail: profile with more "
+                  "`--processes` (8 a side suffice for up to 17 cells at 1%).", ""]
     lines += ["| model | runtime | runs at | batch | threads | p50 ms base → cand | ratio (lower bound) | "
               "limit | judged on (base/cand) | host busy | verdict |",
               "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]

@@ -151,6 +151,12 @@ def test_processes_not_runs_are_the_sample_when_both_profiles_have_them():
     assert latency_verdict(base, slower, 0.10, alpha=0.01 / 3)["verdict"] == "regression"
     # Fewer than 5 processes on either side: the runs are judged, as for older profiles.
     assert latency_verdict(_processes(usual[:3]), slower, 0.10)["sample"] == "runs"
+    # Five a side cannot bound the ratio at 1% split over 3 cells: reported, never failed, and said.
+    few = latency_verdict(_processes(usual[:5]), _processes([13.0] * 5, seed=6), 0.10, alpha=0.01 / 3)
+    assert few["sample"] == "processes" and not few["bounded"] and few["verdict"] == "slower (within noise)"
+    warned = compare_profiles(_profile([_processes(usual[:5])]), _profile([_processes([13.0] * 5, seed=6)]),
+                              CompareConfig(alpha=0.01 / 3))
+    assert "too few processes" in markdown_report(warned)
     # The job summary says which.
     report = compare_profiles(_profile([base]), _profile([slower]), CompareConfig())
     assert "| 8/8 processes |" in markdown_report(report) and report["verdict"] == "regression"
