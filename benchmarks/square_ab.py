@@ -9,8 +9,8 @@ seconds (user + system of this process: the work done, much less sensitive to ot
 than the wall time), points fooled, queries spent, the load average. Both runs must fool
 the same points with the same queries (the two forwards' logits differ by ~1e-6).
 
-    python benchmarks/square_ab.py --model /work/aa-ref/resnet8.h5 \\
-        --data ../shared/data/cifar10_sample.npz --work /work/aa-ref/ab --eps 1/255,2/255
+    python benchmarks/square_ab.py --model aa-ref/resnet8.h5 \\
+        --data ../shared/data/cifar10_sample.npz --work aa-ref/ab --eps 1/255,2/255
 
 --runtime adds Square on `.tflite` / `.xml` exports of the model through the runtime interface
 (`bucketed_predict`, what `evaluate --autoattack` runs for them), timed the same way.
