@@ -141,20 +141,14 @@ def regroup(work: Path, k: int, out: Path) -> int:
     from edgeprune.compare import CompareConfig, compare_profiles
     from edgeprune.profile import merge_processes
 
-    def load(name: str) -> dict | None:
-        path = work / f"{name}.json"
-        return json.loads(path.read_text()) if path.exists() else None
+    def series(prefix: str, first: int) -> list[dict]:
+        """PREFIX{first}.json, PREFIX{first + 1}.json, ... up to the first one missing."""
+        profiles = []
+        while (path := work / f"{prefix}{first + len(profiles)}.json").exists():
+            profiles.append(json.loads(path.read_text()))
+        return profiles
 
-    base: list[dict] = []
-    r = 0
-    while (profile := load(f"B{r}")) is not None:
-        base.append(profile)
-        r += 1
-    slow = []
-    r = 1
-    while (profile := load(f"S{r}")) is not None:
-        slow.append(profile)
-        r += 1
+    base, slow = series("B", 0), series("S", 1)
 
     def merged(profiles: list[dict]) -> dict:
         cells = {}

@@ -60,11 +60,7 @@ def read_csvs(folder: Path | None, ref: str | None) -> dict[str, list[dict]]:
     return out
 
 
-def _f(value: str | None) -> float | None:
-    return None if value in (None, "") else float(value)
-
-
-def clean_table(data: dict) -> tuple[dict, dict]:
+def clean_table(data: dict) -> dict:
     """{arch: {"base": (acc, n), level: [(criterion, acc, n), ...]}} of Keras models."""
     clean: dict = defaultdict(lambda: defaultdict(list))
     n_test = {r["model"]: int(r["samples"]) for r in data["accuracy"]
@@ -77,7 +73,7 @@ def clean_table(data: dict) -> tuple[dict, dict]:
             clean[r["model"]]["base"] = (float(r["clean_accuracy"]), n)
         else:
             clean[r["model"]][float(r["level"])].append((r["criterion"], float(r["clean_accuracy"]), n))
-    return clean, n_test
+    return clean
 
 
 def self_transfer(data: dict) -> dict:
@@ -229,9 +225,9 @@ def main() -> int:
 
     strong = read_csvs(args.report, None)
     weak = read_csvs(args.weak, args.weak_ref) if (args.weak or args.weak_ref) else None
-    clean_s, _ = clean_table(strong)
+    clean_s = clean_table(strong)
     adv_s = self_transfer(strong)
-    clean_w = clean_table(weak)[0] if weak else None
+    clean_w = clean_table(weak) if weak else None
     adv_w = self_transfer(weak) if weak else None
     effects = effect_rows(adv_s, adv_w, clean_s, clean_w)
 

@@ -30,8 +30,8 @@ while the cell was measured (from /proc/stat): of the measured CPUs (`other_load
 or of the whole host (`host_other_load_cores / host_cpus`), whichever is larger — a profile
 pinned to one CPU of a 2-core host ran up to 1.8x slower, run after run, while a training job
 held the other CPU (benchmarks/results/compare_gate.md). On a busy host a whole profile can be
-slowed, not only some runs, so the threshold widens by that share (capped at 60%, so a 2x slowdown is always judged). Verdicts: "regression" (above),
-"slower (host busy)" (lower > 1 + max_slowdown but within the busy widening), "slower (within
+slowed, not only some runs, so the threshold widens by that share (capped at 60%, so a 2x
+slowdown is always judged). Verdicts: "regression" (above), "slower (host busy)" (lower > 1 + max_slowdown but within the busy widening), "slower (within
 noise)" (the estimate above the threshold, its bound not), "faster" (upper bound below
 1 / (1 + max_slowdown)), else "ok". Reported, never failed, except "regression".
 
@@ -79,7 +79,7 @@ MIN_SAMPLES = 5  # fewer runs than this per side: no confidence bound, never a r
 MIN_PROCESSES = 5  # both profiles measured each cell in >= this many processes: judge the processes
 RULE = ("regression = one-sided Mann-Whitney lower confidence bound (level alpha, split over cells) "
         "of the candidate/baseline latency ratio (Hodges-Lehmann over per-process medians, or per-run times "
-        "where a profile has fewer than 5 processes per cell) above "
+        f"where a profile has fewer than {MIN_PROCESSES} processes per cell) above "
         "1 + max(threshold, min(busy, 60%)); busy = share of the measured CPUs, or of the host if larger, "
         "that other processes used; "
         "not judged when busy >= 90% (host saturated)")
@@ -234,8 +234,8 @@ def latency_verdict(base: dict, cand: dict, max_slowdown: float, alpha: float = 
     limit = 1.0 + max_slowdown
     busy = max(_busy(base), _busy(cand))
     busy_limit = 1.0 + max(max_slowdown, min(busy, BUSY_ALLOWANCE_CAP))
-    sample = "processes" if min(len(base.get("process_p50_ms") or ()), len(cand.get("process_p50_ms") or ())) \
-        >= MIN_PROCESSES else "runs"
+    processes = (len(base.get("process_p50_ms") or ()), len(cand.get("process_p50_ms") or ()))
+    sample = "processes" if min(processes) >= MIN_PROCESSES else "runs"
     key = "process_p50_ms" if sample == "processes" else "samples_ms"
     lower, ratio, upper = ratio_interval(base[key], cand[key], alpha)
     if busy >= SATURATED and lower > limit:
@@ -259,8 +259,7 @@ def latency_verdict(base: dict, cand: dict, max_slowdown: float, alpha: float = 
         # False: too few runs or processes for a bound at this cell's alpha: never a regression.
         "bounded": upper != float("inf"),
         "alpha": alpha, "limit": round(busy_limit, 4), "sample": sample,
-        "baseline_processes": len(base.get("process_p50_ms") or ()) or None,
-        "candidate_processes": len(cand.get("process_p50_ms") or ()) or None,
+        "baseline_processes": processes[0] or None, "candidate_processes": processes[1] or None,
         "baseline_p50_ms": b["p50"], "candidate_p50_ms": c["p50"],
         "p50_ratio": round(c["p50"] / b["p50"], 4) if b["p50"] > 0 else None,
         "baseline_min_ms": b["min"], "candidate_min_ms": c["min"],

@@ -13,8 +13,8 @@ warm-up until both `warmup` runs and `warmup_time_s` are done, then timed runs u
 share of `runs` (at least 3) and of `min_time_s` are reached. The cell pools every run and keeps
 each process's median (`process_p50_ms`): on a quiet 2-vCPU VM one IR re-profiled in a fresh
 process ran 1.1-1.9x slower in 12-25% of the processes, while runs inside a process were steady.
-Each run is one `predictor.predict(x, batch_size=batch)` call on a fixed random batch (seeded), timed with
-`time.perf_counter_ns`. Only numpy, the standard library and the runtime of the file's format
+Each run is one `predictor.predict(x, batch_size=batch)` call on a fixed random batch (seeded),
+timed with `time.perf_counter_ns`. Only numpy, the standard library and the runtime of the file's format
 are imported for `.tflite` and `.xml` models: no TensorFlow (the `[device]` extra suffices).
 """
 
@@ -438,10 +438,9 @@ def merge_processes(parts: Sequence[dict]) -> dict:
 
     def weighted(key: str) -> float | None:
         values = [part.get(key) for part in parts]
-        if any(v is None for v in values) or sum(timed) <= 0:
+        if None in values or sum(timed) <= 0:
             return None
-        total = sum(float(v) * t for v, t in zip(values, timed, strict=True) if v is not None)
-        return round(total / sum(timed), 2)
+        return round(float(np.average(np.asarray(values, dtype=np.float64), weights=timed)), 2)
 
     cpu = [part["cpu_ms"] for part in parts]
     return {
@@ -535,16 +534,16 @@ def profile_models(model_paths: Sequence[str | os.PathLike], config: ProfileConf
                     parts: dict[int, list[dict]] = {batch: [] for batch in config.batches}
                     for turn in range(processes):
                         for batch in config.batches:
-                            label = f"{path.name} b{batch} t{threads}" + (f" ({turn + 1}/{processes})" if processes > 1 else "")
+                            turns = f" ({turn + 1}/{processes})" if processes > 1 else ""
+                            label = f"{path.name} b{batch} t{threads}{turns}"
                             advance(0, label)
                             parts[batch].extend(_measure_in_subprocess(path, batch, threads, share))
                             advance(1, label)
                     results.extend(merge_processes(parts[batch]) for batch in config.batches)
                 else:
-                    results.extend(measure_cells(
+                    results.extend(merge_processes([cell]) for cell in measure_cells(
                         path, config.batches, threads, config,
                         on_cell=lambda cell: advance(1, f"{cell['model']} b{cell['batch']} t{cell['threads']}")))
-    results = [cell if "processes" in cell else merge_processes([cell]) for cell in results]
     for cell in results:  # the runtime's own label, known only once loaded
         model = next(m for m in models if m["model"] == cell["model"] and m["format"] == cell["format"])
         model.setdefault("runtime", cell["runtime"])
