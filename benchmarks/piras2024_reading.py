@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgeprune.stats import half_width, separable  # noqa: E402
+from edgeprune.stats import pct_pm, separable  # noqa: E402
 from edgeprune.tables import markdown_table  # noqa: E402
 
 # AutoAttack robust accuracy (%) at L-inf 8/255 on CIFAR-10, as DESIGN.md quotes them.
@@ -65,7 +65,7 @@ def read_rows(report: Path) -> dict:
 
 
 def _pct(acc: float, n: int) -> str:
-    return f"{100 * acc:.1f} ± {100 * half_width(acc, n):.1f} (n={n})"
+    return f"{pct_pm(acc, n)} (n={n})"
 
 
 def robust_table(rows: dict, model: str) -> str:
@@ -89,7 +89,7 @@ def robust_table(rows: dict, model: str) -> str:
             body.append([method, f"{level:.0%}", _pct(cell[1], cell[2]), f"{100 * cell[0]:.1f}",
                          "; ".join(f"{v} ({source})" for v, source in same) or "-",
                          f"{board[0]}" if board else "-"])
-    return markdown_table(["method", "sparsity", "AutoAttack robust % (ours)", "clean %", "published AA %",
+    return markdown_table(["method", "sparsity", "AutoAttack robust (ours)", "clean %", "published AA %",
                            "leaderboard best AA %"], body)
 
 

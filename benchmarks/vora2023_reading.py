@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgeprune.stats import half_width, separable  # noqa: E402
+from edgeprune.stats import half_width, pct_pm, separable  # noqa: E402
 from edgeprune.tables import markdown_table  # noqa: E402
 
 # What the paper reports (CIFAR-10, full-size models trained to 78-83%), as quoted by the
@@ -92,10 +92,6 @@ def self_transfer(data: dict) -> dict:
     return table
 
 
-def _pct(acc: float, n: int) -> str:
-    return f"{100 * acc:.1f} ± {100 * half_width(acc, n):.1f}"
-
-
 def _delta(acc: float, n: int, base: tuple[float, int]) -> str:
     """Change in points; `~` marks one the two 95% intervals cannot separate."""
     d = 100 * (acc - base[0])
@@ -122,9 +118,9 @@ def render_clean(clean: dict) -> str:
             mean = statistics.fmean(acc for _, acc, _ in rows)
             cells.append(f"{100 * mean:.1f}")
             deltas += [100 * (acc - base[0]) for _, acc, _ in rows]
-        body.append([arch, f"{_pct(*base)} (n={base[1]})", *cells,
+        body.append([arch, f"{pct_pm(*base)} (n={base[1]})", *cells,
                      f"{max(deltas):+.1f}" if deltas else "-", f"{min(deltas):+.1f}" if deltas else "-"])
-    return markdown_table(["model", "base %", *[f"{lv:.0%}" for lv in levels], "max Δ", "min Δ"], body)
+    return markdown_table(["model", "base", *[f"{lv:.0%}" for lv in levels], "max Δ", "min Δ"], body)
 
 
 def render_adversarial(table: dict, arch: str) -> str:
@@ -146,8 +142,8 @@ def render_adversarial(table: dict, arch: str) -> str:
             mean = statistics.fmean(acc for _, acc, _ in group)
             cells.append(f"{100 * mean:.1f} ({_delta(mean, n, base)})")
             worst = max(worst, max(abs(acc - base[0]) for _, acc, _ in group))
-        body.append([attack, _pct(*base), *cells, f"{100 * worst:.1f}"])
-    return markdown_table(["attack", "base %", *[f"{lv:.0%} (Δ)" for lv in levels], "max \\|Δ\\| (any criterion)"], body)
+        body.append([attack, pct_pm(*base), *cells, f"{100 * worst:.1f}"])
+    return markdown_table(["attack", "base", *[f"{lv:.0%} (Δ)" for lv in levels], "max \\|Δ\\| (any criterion)"], body)
 
 
 def effect_rows(strong: dict, weak: dict | None, clean_strong: dict, clean_weak: dict | None) -> list[dict]:
