@@ -5,15 +5,15 @@
 #   sudo benchmarks/aarch64_check.sh [STAGE...]   (stages: root install models run table; default all;
 #                                                  run = x86 + arm, which can also be given alone)
 #
-# ROOT (default /work/arm64-root) holds the arm64 Debian bookworm root; WORK (default
-# /work/arm64-work) the x86-made models and both sides' results. Needs root (mmdebstrap, chroot,
+# ROOT (default arm64-root beside the checkout) holds the arm64 Debian bookworm root; WORK
+# (default arm64-work beside it) the x86-made models and both sides' results. Needs root (mmdebstrap, chroot,
 # binfmt_misc), apt access to Debian and pip access to PyPI (the host's /etc/pip.conf is copied in).
 # IMAGES (default 200) test images (and the transfer set) for the prediction comparison;
 # EVAL_IMAGES (default 100) for `edgeprune evaluate` on each side: emulation is slow.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-ROOT=${ROOT:-/work/arm64-root}
-WORK=${WORK:-/work/arm64-work}
+ROOT=${ROOT:-$(dirname "$REPO")/arm64-root}
+WORK=${WORK:-$(dirname "$REPO")/arm64-work}
 IMAGES=${IMAGES:-200}
 EVAL_IMAGES=${EVAL_IMAGES:-100}
 EPOCHS=${EPOCHS:-3}
