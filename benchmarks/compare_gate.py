@@ -63,10 +63,11 @@ def main() -> int:
                         help="judge the profiles already saved in --work (B0.json, B1.json, S1.json, ...) again, "
                              "up to the last complete repeat, without measuring")
     parser.add_argument("--regroup", type=int, default=None, metavar="K",
-                        help="with --replay, of one-process profiles (--processes 1): judge windows of K "
-                             "consecutive profiles merged into one K-process profile each (B[r..r+K-1] vs "
-                             "B[r+K..r+2K-1], and vs the K slow profiles S[r+1..r+K]), sliding by one: "
-                             "the process-level rule replayed on processes measured one after another")
+                        help="with --replay: judge windows of K consecutive profiles merged into one profile "
+                             "each (B[r..r+K-1] vs B[r+K..r+2K-1], and vs the K slow profiles S[r+1..r+K]), "
+                             "sliding by one: K one-process profiles make a K-process one (the process-level "
+                             "rule replayed on processes measured one after another), K 8-process profiles a "
+                             "8K-process one")
     args = parser.parse_args()
     if args.regroup:
         return regroup(Path(args.work), args.regroup, Path(args.out))
@@ -137,7 +138,7 @@ def main() -> int:
 
 
 def regroup(work: Path, k: int, out: Path) -> int:
-    """Replay the process-level rule on saved one-process profiles (see --regroup)."""
+    """Replay the process-level rule on saved profiles, K at a time (see --regroup)."""
     from edgeprune.compare import CompareConfig, compare_profiles
     from edgeprune.profile import merge_processes
 
@@ -155,7 +156,15 @@ def regroup(work: Path, k: int, out: Path) -> int:
         for profile in profiles:
             for cell in profile["results"]:
                 cells.setdefault((cell["model"], cell["format"], cell["batch"], cell["threads"]), []).append(cell)
-        return {**profiles[0], "results": [merge_processes(parts) for parts in cells.values()]}
+        return {**profiles[0], "results": [_merged_cell(parts) for parts in cells.values()]}
+
+    def _merged_cell(parts: list[dict]) -> dict:
+        """One-process cells merge as processes; multi-process cells keep every process's median."""
+        cell = merge_processes(parts)
+        if all(part.get("process_p50_ms") for part in parts):
+            cell["process_p50_ms"] = [p50 for part in parts for p50 in part["process_p50_ms"]]
+            cell["processes"] = len(cell["process_p50_ms"])
+        return cell
 
     gate = CompareConfig()
     outcome: dict[str, list] = {"same model": [], "slower model": []}
