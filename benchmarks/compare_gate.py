@@ -68,6 +68,13 @@ def main() -> int:
                              "sliding by one: K one-process profiles make a K-process one (the process-level "
                              "rule replayed on processes measured one after another), K 8-process profiles a "
                              "8K-process one")
+    parser.add_argument("--paired", action="store_true",
+                        help="the within-profile gate: each repeat profiles net, its twin (same IR, another "
+                             "name) and, for the first --slow-repeats, the slower net as 'cand', in one "
+                             "interleaved profile; judged by `compare --baseline-model net "
+                             "--candidate-model twin|cand`")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="processes per cell (default: edgeprune profile's)")
     args = parser.parse_args()
     if args.regroup:
         return regroup(Path(args.work), args.regroup, Path(args.out))
@@ -82,11 +89,14 @@ def main() -> int:
     from edgeprune.io import write_json
     from edgeprune.profile import ProfileConfig, model_size, profile_models
 
-    config = ProfileConfig(threads=(len(os.sched_getaffinity(0)),), inference_precision=args.inference_precision)
+    config = ProfileConfig(threads=(len(os.sched_getaffinity(0)),), inference_precision=args.inference_precision,
+                           **({"processes": args.processes} if args.processes else {}))
     gate = CompareConfig()
     work = Path(args.work or tempfile.mkdtemp(prefix="edgeprune-gate-"))
     work.mkdir(parents=True, exist_ok=True)
     base, slow = build_models(work, args.depth)
+    if args.paired:
+        return paired(args, config, gate, work, base, slow)
     macs = {"base": model_size(base)["macs"], "slow": model_size(slow)["macs"]}
     started = time.time()
     loads = []
@@ -134,6 +144,55 @@ def main() -> int:
               "profile_settings": {k: v for k, v in config.__dict__.items() if k != "allow_unsafe"},
               "gate": {"max_slowdown": gate.max_slowdown, "alpha": gate.alpha}, "wall_s": round(wall, 1),
               "macs": macs, "loads": loads, "rows": rows}
+    return write([result], Path(args.out), args.depth)
+
+
+def paired(args, config, gate, work: Path, base: Path, slow: Path) -> int:
+    """--paired: self-compares and detections judged within one interleaved profile per repeat."""
+    import shutil
+
+    from edgeprune.compare import compare_within
+    from edgeprune.host import host_fingerprint
+    from edgeprune.io import write_json
+    from edgeprune.profile import model_size, profile_models
+
+    named = {}
+    for name, source in (("twin", base), ("cand", slow)):  # other names, same files: one profile pairs by name
+        for suffix in (".xml", ".bin"):
+            shutil.copyfile(source.with_suffix(suffix), work / f"{name}{suffix}")
+        named[name] = work / f"{name}.xml"
+    macs = {"base": model_size(base)["macs"], "slow": model_size(slow)["macs"]}
+    started, loads, rows = time.time(), [], []
+    for r in range(1, args.repeats + 1):
+        models = [base, named["twin"]] + ([named["cand"]] if r <= args.slow_repeats else [])
+        if args.replay:
+            if not (work / f"P{r}.json").exists():
+                break
+            report = json.loads((work / f"P{r}.json").read_text())
+        else:
+            report = profile_models(models, config, progress=False)
+            write_json(work / f"P{r}.json", report)
+            loads.append(os.getloadavg()[0])
+        pairs = [("same model", "twin")] + ([("slower model", "cand")] if r <= args.slow_repeats else [])
+        for kind, name in pairs:
+            result = compare_within(report, "net", name, gate, path=f"P{r}")
+            flagged = "regression" if any(c["verdict"] == "regression" for c in result["latency"]) else "pass"
+            for cell in result["latency"]:
+                rows.append({"candidate": kind, "repeat": r, "batch": cell["batch"], "threads": cell["threads"],
+                             "runs_at": cell["runs_at"], "verdict": cell["verdict"], "ratio": cell["ratio"],
+                             "ratio_lower": cell["ratio_lower"], "limit": cell["limit"],
+                             "p50_ratio": cell["p50_ratio"], "min_ratio": cell["min_ratio"], "busy": cell["busy"],
+                             "sample": cell["sample"], "runs": [cell["baseline_runs"], cell["candidate_runs"]],
+                             "comparison": flagged})
+            print(f"{kind} #{r}: latency {flagged}  " + ", ".join(
+                f"b{c['batch']} {c['verdict']} (x{c['ratio']:.3f} >= x{c['ratio_lower']:.3f}, busy {c['busy']:.0%})"
+                for c in result["latency"]) + f"  load {os.getloadavg()[0]:.1f}", flush=True)
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    result = {"schema": "edgeprune.bench.compare_gate/2", "command": command, "host": host_fingerprint(),
+              "cpus": sorted(os.sched_getaffinity(0)), "mode": "paired within one profile",
+              "profile_settings": {k: v for k, v in config.__dict__.items() if k != "allow_unsafe"},
+              "gate": {"max_slowdown": gate.max_slowdown, "alpha": gate.alpha},
+              "wall_s": round(time.time() - started, 1), "macs": macs, "loads": loads, "rows": rows}
     return write([result], Path(args.out), args.depth)
 
 

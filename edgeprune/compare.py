@@ -42,6 +42,17 @@ self-compares; on the processes' medians, the slow ones are a few ranks among 8 
 bound little (benchmarks/results/compare_gate.md). With 8 processes a side the bound exists for
 up to 17 paired cells at the default 1%; more cells need more processes.
 
+Paired (`compare_within`, `edgeprune compare PROFILE --baseline-model A --candidate-model B`):
+both models measured in one `edgeprune profile A B` run, whose processes go in turns over the
+models, so the t-th processes of A and B ran seconds apart. Per cell, d_t = log(c_t / b_t) over
+the turns; the ratio is the one-sample Hodges-Lehmann estimate (median of the Walsh averages)
+with a one-sided Wilcoxon signed-rank lower bound, judged against the same limit. Why: on a quiet
+2-vCPU VM the host drifts over minutes by more than 10% (profiles 0.80-1.09x of the run's
+median), so two profiles taken at different times differ by more than the threshold; 16
+processes a side then flagged 2 of 98 self-compares, while 8 a side, too few for the spread
+between processes (20-30%), detected a 1.25x slower model in only 12 of 20. A pair shares the
+drift. 16 pairs (the profile default) give a bound for up to 37 cells at 1% (11 for up to 3).
+
 Why not the fastest run (the rule before): it is an extreme value; two profiles of one IR on
 an idle host had floors 8.37 and 9.37 ms (+12%) while the medians went 10.45 -> 9.72 ms. A
 rank test uses every run and tolerates heavy tails (interrupted runs) without assumptions on
@@ -83,6 +94,10 @@ RULE = ("regression = one-sided Mann-Whitney lower confidence bound (level alpha
         "1 + max(threshold, min(busy, 60%)); busy = share of the measured CPUs, or of the host if larger, "
         "that other processes used; "
         "not judged when busy >= 90% (host saturated)")
+PAIRED_RULE = ("regression = one-sided Wilcoxon signed-rank lower confidence bound (level alpha, split over "
+               "cells) of the candidate/baseline latency ratio (Hodges-Lehmann over the per-turn ratios of "
+               "process medians, both models measured in turns in one profile) above "
+               "1 + max(threshold, min(busy, 60%)); busy as for two profiles")
 
 
 @dataclass(frozen=True)
@@ -116,6 +131,37 @@ def parse_fraction(text: str, what: str) -> float:
         raise EdgepruneError(f"{what} {text!r} is ambiguous: write it as a percentage ({value:g}%) "
                              f"or a fraction below 1")
     return value
+
+
+def compare_within(report: dict, baseline_model: str, candidate_model: str, config: CompareConfig, *,
+                   path: str = "profile") -> dict:
+    """Candidate vs baseline model measured together in one interleaved profile: the
+    `edgeprune.compare/1` report, each cell judged on the per-turn pairs of process medians.
+
+    Drift of the host over minutes (measured: whole profiles 0.80-1.09x of the median on a quiet
+    2-vCPU VM, more than a 10% threshold) cancels within each pair; a baseline profile from an
+    earlier job cannot cancel it (benchmarks/results/compare_gate.md)."""
+    if not report.get("interleaved"):
+        raise EdgepruneError(f"{path}: not an interleaved profile (made with --isolation process and "
+                             "--processes > 1 by this edgeprune version); profile both models in one "
+                             "`edgeprune profile BASELINE CANDIDATE` run")
+    names = {str(m["model"]) for m in report["models"]}
+    for name in (baseline_model, candidate_model):
+        if name not in names:
+            raise EdgepruneError(f"{path}: no model {name!r} in the profile; it has {', '.join(sorted(names))}")
+    if baseline_model == candidate_model:
+        raise EdgepruneError("--baseline-model and --candidate-model name the same model")
+
+    def side(name: str) -> dict:
+        """The report restricted to one model, renamed to the candidate's name so cells pair."""
+        return {**report,
+                "models": [{**m, "model": candidate_model} for m in report["models"] if m["model"] == name],
+                "results": [{**r, "model": candidate_model} for r in report["results"] if r["model"] == name]}
+
+    record = compare_profiles(side(baseline_model), side(candidate_model), config,
+                              baseline_path=f"{path}:{baseline_model}", candidate_path=f"{path}:{candidate_model}",
+                              paired=True)
+    return {**record, "baseline_model": baseline_model, "candidate_model": candidate_model}
 
 
 def load_profile(path: str | os.PathLike) -> dict:
@@ -228,16 +274,48 @@ def ratio_interval(baseline_ms: list[float], candidate_ms: list[float], alpha: f
     return float(np.exp(ordered[k - 1])), estimate, float(np.exp(ordered[total - k]))
 
 
-def latency_verdict(base: dict, cand: dict, max_slowdown: float, alpha: float = DEFAULT_ALPHA) -> dict:
-    """The rank-test verdict for one paired cell (see the module docstring); `alpha` is this cell's level."""
+def paired_ratio_interval(baseline_ms: list[float], candidate_ms: list[float],
+                          alpha: float) -> tuple[float, float, float]:
+    """(lower, estimate, upper) of the candidate/baseline latency ratio from paired measurements.
+
+    Pair i is the i-th baseline and the i-th candidate process of one interleaved profile, run
+    seconds apart, so the host's drift over minutes cancels in d_i = log(c_i / b_i). Estimate:
+    the median of the Walsh averages (d_i + d_j) / 2, i <= j (one-sample Hodges-Lehmann); bounds:
+    the k-th smallest and largest of them, k from the Wilcoxon signed-rank distribution (normal
+    approximation). With too few pairs for a bound, lower = 0 and upper = inf.
+    """
+    if len(baseline_ms) != len(candidate_ms):
+        raise EdgepruneError(f"paired cells need as many baseline as candidate processes "
+                             f"({len(baseline_ms)} vs {len(candidate_ms)})")
+    d = np.log(np.asarray(candidate_ms, dtype=np.float64)) - np.log(np.asarray(baseline_ms, dtype=np.float64))
+    n = d.size
+    i, j = np.triu_indices(n)
+    walsh = np.sort((d[i] + d[j]) / 2.0)
+    total = walsh.size
+    z = NormalDist().inv_cdf(1.0 - alpha)
+    k = int(np.floor(n * (n + 1) / 4.0 - z * np.sqrt(n * (n + 1) * (2 * n + 1) / 24.0)))
+    estimate = float(np.exp(np.median(walsh)))
+    if n < MIN_PROCESSES or k < 1:
+        return 0.0, estimate, float("inf")
+    return float(np.exp(walsh[k - 1])), estimate, float(np.exp(walsh[total - k]))
+
+
+def latency_verdict(base: dict, cand: dict, max_slowdown: float, alpha: float = DEFAULT_ALPHA,
+                    paired: bool = False) -> dict:
+    """The rank-test verdict for one paired cell (see the module docstring); `alpha` is this cell's
+    level; `paired`: both cells come from one interleaved profile, judged turn by turn."""
     b, c = base["latency_ms"], cand["latency_ms"]
     limit = 1.0 + max_slowdown
     busy = max(_busy(base), _busy(cand))
     busy_limit = 1.0 + max(max_slowdown, min(busy, BUSY_ALLOWANCE_CAP))
     processes = (len(base.get("process_p50_ms") or ()), len(cand.get("process_p50_ms") or ()))
-    sample = "processes" if min(processes) >= MIN_PROCESSES else "runs"
-    key = "process_p50_ms" if sample == "processes" else "samples_ms"
-    lower, ratio, upper = ratio_interval(base[key], cand[key], alpha)
+    if paired:
+        sample = "pairs"
+        lower, ratio, upper = paired_ratio_interval(base["process_p50_ms"] or [], cand["process_p50_ms"] or [], alpha)
+    else:
+        sample = "processes" if min(processes) >= MIN_PROCESSES else "runs"
+        key = "process_p50_ms" if sample == "processes" else "samples_ms"
+        lower, ratio, upper = ratio_interval(base[key], cand[key], alpha)
     if busy >= SATURATED and lower > limit:
         verdict = "slower (host saturated)"
     elif lower > busy_limit:
@@ -297,16 +375,18 @@ def size_verdict(base: dict, cand: dict, max_size_growth: float) -> dict:
 
 
 def compare_profiles(baseline: dict, candidate: dict, config: CompareConfig, *,
-                     baseline_path: str = "baseline", candidate_path: str = "candidate") -> dict:
-    """The `edgeprune.compare/1` report; raises EdgepruneError on a host mismatch or no pairs."""
+                     baseline_path: str = "baseline", candidate_path: str = "candidate",
+                     paired: bool = False) -> dict:
+    """The `edgeprune.compare/1` report; raises EdgepruneError on a host mismatch or no pairs.
+    `paired`: the two come from one interleaved profile (see compare_within)."""
     differences = host_differences(baseline, candidate)
     if differences and not config.allow_host_mismatch:
         raise EdgepruneError("profiles come from different hosts (" + "; ".join(differences) +
                              "); pass --allow-host-mismatch to compare anyway")
     base_cells = {_key(e): e for e in baseline["results"]}
     cand_cells = {_key(e): e for e in candidate["results"]}
-    paired = [k for k in base_cells if k in cand_cells]
-    if not paired:
+    keys = [k for k in base_cells if k in cand_cells]
+    if not keys:
         raise EdgepruneError(f"{baseline_path} and {candidate_path} share no (model, format, batch, threads) "
                              "entry; profile the same model names and settings")
     mixed = precision_differences(base_cells, cand_cells)
@@ -314,8 +394,9 @@ def compare_profiles(baseline: dict, candidate: dict, config: CompareConfig, *,
         raise EdgepruneError("profiles ran at different inference precisions (" + "; ".join(mixed[:3]) +
                              (f"; {len(mixed) - 3} more" if len(mixed) > 3 else "") +
                              "); profile both with the same --inference-precision")
-    cell_alpha = config.alpha / len(paired)
-    latency = [latency_verdict(base_cells[k], cand_cells[k], config.max_slowdown, cell_alpha) for k in paired]
+    cell_alpha = config.alpha / len(keys)
+    latency = [latency_verdict(base_cells[k], cand_cells[k], config.max_slowdown, cell_alpha, paired=paired)
+               for k in keys]
     base_models = {(m["model"], m["format"]): m for m in baseline["models"]}
     size = [size_verdict(base_models[(m["model"], m["format"])], m, config.max_size_growth)
             for m in candidate["models"] if (m["model"], m["format"]) in base_models
@@ -325,7 +406,8 @@ def compare_profiles(baseline: dict, candidate: dict, config: CompareConfig, *,
         "schema": SCHEMA,
         "baseline": str(baseline_path), "candidate": str(candidate_path),
         "settings": {"max_slowdown": config.max_slowdown, "max_size_growth": config.max_size_growth,
-                     "alpha": config.alpha, "alpha_per_cell": cell_alpha, "rule": RULE},
+                     "alpha": config.alpha, "alpha_per_cell": cell_alpha,
+                     "rule": PAIRED_RULE if paired else RULE, "paired": paired},
         "host": {"cpu_model": candidate["host"].get("cpu_model"),
                  "architecture": candidate["host"].get("architecture"),
                  "differences": differences, "mismatch_allowed": bool(differences)},
@@ -344,7 +426,9 @@ _ICONS = {"regression": "❌ regression", "slower (within noise)": "⚠️ slowe
 
 
 def _judged_on(row: dict) -> str:
-    """'8/8 processes' or '1766/1801 runs': the sample the rank test used."""
+    """'16 pairs', '8/8 processes' or '1766/1801 runs': the sample the rank test used."""
+    if row.get("sample") == "pairs":
+        return f"{row['candidate_processes']} pairs"
     if row.get("sample") == "processes":
         return f"{row['baseline_processes']}/{row['candidate_processes']} processes"
     return f"{row['baseline_runs']}/{row['candidate_runs']} runs"
@@ -371,7 +455,7 @@ def markdown_report(report: dict) -> str:
     if unbounded:
         lines += [f"> ⚠️ {len(unbounded)} of {len(report['latency'])} cells had too few processes (or runs) for a "
                   "confidence bound at this false-alarm rate, so they cannot fail: profile with more "
-                  "`--processes` (8 a side suffice for up to 17 cells at 1%).", ""]
+                  "`--processes` (8 a side suffice for up to 17 cells at 1%; 16 pairs for up to 37).", ""]
     lines += ["| model | runtime | runs at | batch | threads | p50 ms base → cand | ratio (lower bound) | "
               "limit | judged on (base/cand) | host busy | verdict |",
               "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -392,7 +476,7 @@ def markdown_report(report: dict) -> str:
     for label, keys in (("only in baseline", report["baseline_only"]), ("only in candidate", report["candidate_only"])):
         if keys:
             lines += ["", f"Not compared ({label}): " + ", ".join(f"`{k}`" for k in keys)]
-    lines += ["", f"<sub>Rule: {RULE}; alpha {settings.get('alpha', DEFAULT_ALPHA):g} for the whole "
+    lines += ["", f"<sub>Rule: {settings.get('rule', RULE)}; alpha {settings.get('alpha', DEFAULT_ALPHA):g} for the whole "
                   "comparison. A slower estimate without confidence is reported, not failed. Host busy: "
                   "the share of the CPUs (measured, or the whole host if larger) that other processes used during "
                   "either run."

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from test_profile import ov_convnet  # the TensorFlow-free IR builder (tests/ is on sys.path)
 
 from edgeprune.cli import cli
-from edgeprune.compare import (CompareConfig, compare_profiles, latency_verdict, markdown_report,
+from edgeprune.compare import (CompareConfig, compare_profiles, compare_within, latency_verdict, markdown_report,
                                parse_fraction)
 from edgeprune.errors import EdgepruneError
 from edgeprune.io import write_json
@@ -160,6 +160,77 @@ def test_processes_not_runs_are_the_sample_when_both_profiles_have_them():
     # The job summary says which.
     report = compare_profiles(_profile([base]), _profile([slower]), CompareConfig())
     assert "| 8/8 processes |" in markdown_report(report) and report["verdict"] == "regression"
+
+
+def _two_model_profile(base_medians, cand_medians, seed=0) -> dict:
+    """One interleaved profile of 'base' and 'cand' (turn t of each measured seconds apart)."""
+    base = {**_processes(base_medians, seed=seed), "model": "base"}
+    cand = {**_processes(cand_medians, seed=seed + 1), "model": "cand"}
+    profile = _profile([base, cand])
+    profile["models"] = [{**profile["models"][0], "model": name} for name in ("base", "cand")]
+    return {**profile, "interleaved": True}
+
+
+def test_paired_turns_cancel_host_drift_that_two_profiles_cannot():
+    # As measured on a quiet 2-vCPU VM, the host's level drifts over minutes by more than the 10%
+    # threshold (here it rises by 20% over the run); processes vary around it. Same model both sides.
+    rng = np.random.default_rng(0)
+    turns = 16
+    drift = np.linspace(1.0, 1.2, 2 * turns)
+    process = lambda: rng.lognormal(0, 0.05)  # noqa: E731
+    base = [10.0 * drift[2 * t] * process() for t in range(turns)]
+    same = [10.0 * drift[2 * t + 1] * process() for t in range(turns)]
+    within = compare_within(_two_model_profile(base, same), "base", "cand", CompareConfig(alpha=0.01 / 3))
+    row = within["latency"][0]
+    assert row["sample"] == "pairs" and row["bounded"] and row["verdict"] != "regression", row
+    assert within["settings"]["paired"] and "Wilcoxon" in within["settings"]["rule"]
+    assert "| 16 pairs |" in markdown_report(within)
+    # A 1.3x slower candidate measured the same way is caught despite the spread.
+    slower = [1.3 * v for v in same]
+    caught = compare_within(_two_model_profile(base, slower), "base", "cand", CompareConfig(alpha=0.01 / 3))
+    assert caught["latency"][0]["verdict"] == "regression" and caught["verdict"] == "regression"
+    # The same 20% drift between two profiles made minutes apart is a false alarm for the unpaired rule.
+    early = _processes([10.0 * process() for _ in range(turns)], seed=7)
+    late = _processes([12.0 * process() for _ in range(turns)], seed=8)
+    assert latency_verdict(early, late, 0.10, alpha=0.01 / 3)["verdict"] == "regression"
+
+
+def test_compare_within_refuses_what_it_cannot_pair():
+    profile = _two_model_profile([10.0] * 16, [10.0] * 16)
+    with pytest.raises(EdgepruneError, match="not an interleaved profile"):
+        compare_within({**profile, "interleaved": False}, "base", "cand", CompareConfig())
+    with pytest.raises(EdgepruneError, match="no model 'other'"):
+        compare_within(profile, "base", "other", CompareConfig())
+    with pytest.raises(EdgepruneError, match="same model"):
+        compare_within(profile, "base", "base", CompareConfig())
+    # Ten pairs cannot bound the ratio at 1% over three cells: reported, never failed.
+    few = compare_within(_two_model_profile([10.0] * 10, [13.0] * 10), "base", "cand", CompareConfig(alpha=0.01 / 3))
+    assert not few["latency"][0]["bounded"] and few["verdict"] == "pass"
+
+
+def test_interleaved_profile_of_two_models_gates_in_the_cli(nets, tmp_path):
+    base, slow = nets
+    (tmp_path / "slow").mkdir()
+    for suffix in (".xml", ".bin"):  # the candidate under its own name: one profile pairs by name
+        (tmp_path / "slow" / f"cand{suffix}").write_bytes(slow.with_suffix(suffix).read_bytes())
+    config = ProfileConfig(batches=(1,), threads=(1,), runs=20, min_time_s=0.3, warmup=2, warmup_time_s=0.02,
+                           processes=12)
+    report = profile_models([base, tmp_path / "slow" / "cand.xml"], config, progress=False)
+    assert report["interleaved"] and [len(c["process_p50_ms"]) for c in report["results"]] == [12, 12]
+    write_json(tmp_path / "both.json", report)
+    result = CliRunner().invoke(cli, ["compare", str(tmp_path / "both.json"), "--baseline-model", "net",
+                                      "--candidate-model", "cand", "-o", str(tmp_path / "cmp.json")])
+    assert result.exit_code == 1, result.output
+    row = json.loads((tmp_path / "cmp.json").read_text())["latency"][0]
+    assert row["sample"] == "pairs" and row["verdict"] == "regression" and row["ratio_lower"] > 1.5, row
+    # The other way round passes; a missing name or a second file is unusable input.
+    reverse = CliRunner().invoke(cli, ["compare", str(tmp_path / "both.json"), "--baseline-model", "cand",
+                                       "--candidate-model", "net"])
+    assert reverse.exit_code == 0, reverse.output
+    for args in (["--baseline-model", "net"], ["--baseline-model", "net", "--candidate-model", "cand",
+                                                str(tmp_path / "both.json")]):
+        bad = CliRunner().invoke(cli, ["compare", str(tmp_path / "both.json"), *args])
+        assert bad.exit_code == 2 and bad.output.count("\n") == 1, bad.output
 
 
 def test_profiles_record_other_processes_load_on_their_cpus_and_on_the_host(nets):

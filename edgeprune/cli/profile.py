@@ -34,7 +34,7 @@ from edgeprune.vocab import PROFILE_ISOLATIONS
               help="process: a fresh Python process per (model, batch, threads), so thread settings "
                    "apply and the peak RSS is that cell's own; none: measure in this process "
                    "(faster; TensorFlow keeps its first thread setting).")
-@click.option("--processes", type=click.IntRange(min=1, max=1000), default=8, show_default=True,
+@click.option("--processes", type=click.IntRange(min=1, max=1000), default=16, show_default=True,
               help="Fresh processes per (model, batch, threads) with --isolation process, taken in "
                    "turns; --runs and --min-time are shared among them. `compare` judges the "
                    "processes' medians: latency varies more between processes than within one.")
