@@ -68,6 +68,11 @@ def main() -> int:
                              "sliding by one: K one-process profiles make a K-process one (the process-level "
                              "rule replayed on processes measured one after another), K 8-process profiles a "
                              "8K-process one")
+    parser.add_argument("--pair-replay", type=int, default=None, metavar="K",
+                        help="with --work of a default (unpaired) run: the paired rule replayed on its saved "
+                             "profiles, pairing process t of K consecutive profiles with process t of the K "
+                             "measured next (detection: B[r+1..r+K] with S[r..r+K-1], each S right after its "
+                             "B; self: B[r], B[r+2], ... with B[r+1], B[r+3], ...): pairs ~20 s apart")
     parser.add_argument("--paired", action="store_true",
                         help="the within-profile gate: each repeat profiles net, its twin (same IR, another "
                              "name) and, for the first --slow-repeats, the slower net as 'cand', in one "
@@ -76,6 +81,8 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=None,
                         help="processes per cell (default: edgeprune profile's)")
     args = parser.parse_args()
+    if args.pair_replay:
+        return pair_replay(Path(args.work), args.pair_replay, Path(args.out))
     if args.regroup:
         return regroup(Path(args.work), args.regroup, Path(args.out))
     if args.merge:
@@ -194,6 +201,40 @@ def paired(args, config, gate, work: Path, base: Path, slow: Path) -> int:
               "gate": {"max_slowdown": gate.max_slowdown, "alpha": gate.alpha},
               "wall_s": round(time.time() - started, 1), "macs": macs, "loads": loads, "rows": rows}
     return write([result], Path(args.out), args.depth)
+
+
+def pair_replay(work: Path, k: int, out: Path) -> int:
+    """--pair-replay: the paired rule on an unpaired run's profiles (see its help)."""
+    from edgeprune.compare import DEFAULT_ALPHA, paired_ratio_interval
+
+    def medians(name: str) -> dict[int, list[float]] | None:
+        path = work / f"{name}.json"
+        if not path.exists():
+            return None
+        return {int(c["batch"]): c["process_p50_ms"] for c in json.loads(path.read_text())["results"]}
+
+    base = [m for m in (medians(f"B{i}") for i in range(10_000)) if m is not None]
+    slow = [m for m in (medians(f"S{i}") for i in range(1, 10_000)) if m is not None]
+    batches = sorted(base[0])
+    alpha = DEFAULT_ALPHA / len(batches)
+
+    def pooled(profiles: list[dict]) -> dict[int, list[float]]:
+        return {b: [v for p in profiles for v in p[b]] for b in batches}
+
+    def flagged(b: dict, c: dict) -> bool:
+        return any(paired_ratio_interval(b[batch], c[batch], alpha)[0] > 1.10 for batch in batches)
+
+    detect = [flagged(pooled(base[r + 1:r + 1 + k]), pooled(slow[r:r + k])) for r in range(len(slow) - k + 1)]
+    same = [flagged(pooled(base[r:r + 2 * k:2]), pooled(base[r + 1:r + 2 * k:2])) for r in range(len(base) - 2 * k + 1)]
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    result = {"schema": "edgeprune.bench.compare_gate_pair_replay/1", "command": command,
+              "pairs_per_cell": k * len(base[0][batches[0]]), "alpha_per_cell": alpha,
+              "summary": {"same model": {"comparisons": len(same), "flagged": sum(same)},
+                          "slower model": {"comparisons": len(detect), "flagged": sum(detect)}}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
 
 
 def regroup(work: Path, k: int, out: Path) -> int:
