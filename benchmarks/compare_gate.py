@@ -129,20 +129,7 @@ def main() -> int:
         except FileNotFoundError:  # --replay: the run stopped before this repeat
             break
         for kind, candidate in pairs:
-            report = compare_profiles(previous, candidate, gate)
-            # Latency only: the slower net's file is also larger, a size regression by itself.
-            flagged = "regression" if any(c["verdict"] == "regression" for c in report["latency"]) else "pass"
-            for cell in report["latency"]:
-                rows.append({"candidate": kind, "repeat": r, "batch": cell["batch"], "threads": cell["threads"],
-                             "runs_at": cell["runs_at"], "verdict": cell["verdict"], "ratio": cell["ratio"],
-                             "ratio_lower": cell["ratio_lower"], "limit": cell["limit"],
-                             "p50_ratio": cell["p50_ratio"], "min_ratio": cell["min_ratio"], "busy": cell["busy"],
-                             "sample": cell.get("sample", "runs"),
-                             "runs": [cell["baseline_runs"], cell["candidate_runs"]],
-                             "comparison": flagged})
-            print(f"{kind} #{r}: latency {flagged}  " + ", ".join(
-                f"b{c['batch']} {c['verdict']} (x{c['ratio']:.3f} >= x{c['ratio_lower']:.3f}, busy {c['busy']:.0%})"
-                for c in report["latency"]) + f"  load {os.getloadavg()[0]:.1f}", flush=True)
+            rows.extend(judged(kind, r, compare_profiles(previous, candidate, gate)))
         previous = current
     wall = time.time() - started
     command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
@@ -152,6 +139,21 @@ def main() -> int:
               "gate": {"max_slowdown": gate.max_slowdown, "alpha": gate.alpha}, "wall_s": round(wall, 1),
               "macs": macs, "loads": loads, "rows": rows}
     return write([result], Path(args.out), args.depth)
+
+
+def judged(kind: str, repeat: int, report: dict) -> list[dict]:
+    """One comparison's rows (one per latency cell), printed as a line; latency only: the slower
+    net's file is also larger, a size regression by itself."""
+    flagged = "regression" if any(c["verdict"] == "regression" for c in report["latency"]) else "pass"
+    print(f"{kind} #{repeat}: latency {flagged}  " + ", ".join(
+        f"b{c['batch']} {c['verdict']} (x{c['ratio']:.3f} >= x{c['ratio_lower']:.3f}, busy {c['busy']:.0%})"
+        for c in report["latency"]) + f"  load {os.getloadavg()[0]:.1f}", flush=True)
+    return [{"candidate": kind, "repeat": repeat, "batch": cell["batch"], "threads": cell["threads"],
+             "runs_at": cell["runs_at"], "verdict": cell["verdict"], "ratio": cell["ratio"],
+             "ratio_lower": cell["ratio_lower"], "limit": cell["limit"], "p50_ratio": cell["p50_ratio"],
+             "min_ratio": cell["min_ratio"], "busy": cell["busy"], "sample": cell.get("sample", "runs"),
+             "runs": [cell["baseline_runs"], cell["candidate_runs"]], "comparison": flagged}
+            for cell in report["latency"]]
 
 
 def paired(args, config, gate, work: Path, base: Path, slow: Path) -> int:
@@ -182,18 +184,7 @@ def paired(args, config, gate, work: Path, base: Path, slow: Path) -> int:
             loads.append(os.getloadavg()[0])
         pairs = [("same model", "twin")] + ([("slower model", "cand")] if r <= args.slow_repeats else [])
         for kind, name in pairs:
-            result = compare_within(report, "net", name, gate, path=f"P{r}")
-            flagged = "regression" if any(c["verdict"] == "regression" for c in result["latency"]) else "pass"
-            for cell in result["latency"]:
-                rows.append({"candidate": kind, "repeat": r, "batch": cell["batch"], "threads": cell["threads"],
-                             "runs_at": cell["runs_at"], "verdict": cell["verdict"], "ratio": cell["ratio"],
-                             "ratio_lower": cell["ratio_lower"], "limit": cell["limit"],
-                             "p50_ratio": cell["p50_ratio"], "min_ratio": cell["min_ratio"], "busy": cell["busy"],
-                             "sample": cell["sample"], "runs": [cell["baseline_runs"], cell["candidate_runs"]],
-                             "comparison": flagged})
-            print(f"{kind} #{r}: latency {flagged}  " + ", ".join(
-                f"b{c['batch']} {c['verdict']} (x{c['ratio']:.3f} >= x{c['ratio_lower']:.3f}, busy {c['busy']:.0%})"
-                for c in result["latency"]) + f"  load {os.getloadavg()[0]:.1f}", flush=True)
+            rows.extend(judged(kind, r, compare_within(report, "net", name, gate, path=f"P{r}")))
     command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     result = {"schema": "edgeprune.bench.compare_gate/2", "command": command, "host": host_fingerprint(),
               "cpus": sorted(os.sched_getaffinity(0)), "mode": "paired within one profile",
