@@ -401,3 +401,40 @@ def test_ci_workflow_uses_real_options():
 
     report = load_profile(baseline)  # the example baseline is a real, loadable profile
     assert report["settings"]["cpus"] == [0, 1] and report["results"]
+
+
+def test_ci_workflow_paired_job_runs_here(nets, tmp_path):
+    """The gate-paired job's own shell steps, run on real IRs: the base branch's model is the fast
+    net, the pull request's the 4x-MACs one, so the job must fail with the regression in its summary."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    base, slow = nets
+    workflow = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / "ci" /
+                               "edgeprune-latency-gate.yml").read_text())
+    steps = {s.get("name"): s.get("run") for s in workflow["jobs"]["gate-paired"]["steps"]}
+    for folder, net in ((tmp_path / "base-branch" / "models", base), (tmp_path / "models", slow)):
+        folder.mkdir(parents=True)
+        for suffix in (".xml", ".bin"):
+            shutil.copyfile(net.with_suffix(suffix), folder / f"model{suffix}")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "edgeprune").write_text(f"#!/bin/sh\nexec {sys.executable} -m edgeprune \"$@\"\n")
+    (bin_dir / "edgeprune").chmod(0o755)
+    summary = tmp_path / "summary.md"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "MODELS": "models/model.xml",
+           "GITHUB_STEP_SUMMARY": str(summary),
+           "PROFILE_ARGS": "--batch 1 --threads 1 --processes 12 --runs 3 --min-time 0.1 --warmup-time 0"}
+    profiled = subprocess.run(["bash", "-e", "-c", steps["Profile base-branch and candidate models together"]],
+                              cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert profiled.returncode == 0, profiled.stderr[-2000:]
+    judged = subprocess.run(["bash", "-e", "-c", steps["Compare turn by turn"]], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)
+    text = summary.read_text()
+    assert judged.returncode == 1, (judged.stderr[-2000:], text)
+    assert "❌ **Regression**" in text and "| 12 pairs |" in text
