@@ -77,7 +77,8 @@ def main() -> int:
                         help="the within-profile gate: each repeat profiles net, its twin (same IR, another "
                              "name) and, for the first --slow-repeats, the slower net as 'cand', in one "
                              "interleaved profile; judged by `compare --baseline-model net "
-                             "--candidate-model twin|cand`")
+                             "--candidate-model twin|cand`. Resumes: profiles already in --work are reused "
+                             "(wall_s then covers this invocation only; profiles_reused says how many)")
     parser.add_argument("--processes", type=int, default=None,
                         help="processes per cell (default: edgeprune profile's)")
     args = parser.parse_args()
@@ -171,13 +172,15 @@ def paired(args, config, gate, work: Path, base: Path, slow: Path) -> int:
             shutil.copyfile(source.with_suffix(suffix), work / f"{name}{suffix}")
         named[name] = work / f"{name}.xml"
     macs = {"base": model_size(base)["macs"], "slow": model_size(slow)["macs"]}
-    started, loads, rows = time.time(), [], []
+    started, loads, rows, reused = time.time(), [], [], 0
     for r in range(1, args.repeats + 1):
         models = [base, named["twin"]] + ([named["cand"]] if r <= args.slow_repeats else [])
-        if args.replay:
-            if not (work / f"P{r}.json").exists():
-                break
-            report = json.loads((work / f"P{r}.json").read_text())
+        saved = work / f"P{r}.json"
+        if args.replay and not saved.exists():
+            break
+        if saved.exists():  # --replay, or a run resumed in the same --work: measured before
+            report = json.loads(saved.read_text())
+            reused += 1
         else:
             report = profile_models(models, config, progress=False)
             write_json(work / f"P{r}.json", report)
@@ -190,7 +193,8 @@ def paired(args, config, gate, work: Path, base: Path, slow: Path) -> int:
               "cpus": sorted(os.sched_getaffinity(0)), "mode": "paired within one profile",
               "profile_settings": {k: v for k, v in config.__dict__.items() if k != "allow_unsafe"},
               "gate": {"max_slowdown": gate.max_slowdown, "alpha": gate.alpha},
-              "wall_s": round(time.time() - started, 1), "macs": macs, "loads": loads, "rows": rows}
+              "wall_s": round(time.time() - started, 1), "profiles_reused": reused, "macs": macs, "loads": loads,
+              "rows": rows}
     return write([result], Path(args.out), args.depth)
 
 
