@@ -1,7 +1,7 @@
 """Acceptance for the CI gate: false-alarm rate at default settings, and detection of a ~1.25x slower model.
 
 Profiles are made exactly as `edgeprune profile MODEL.xml` makes them with its defaults (batch
-1, 32 and 64; threads = CPUs; >= 10 runs and >= 1 s per cell, shared by 8 fresh processes) and
+1, 32 and 64; threads = CPUs; >= 10 runs and >= 1 s per cell, shared by 16 fresh processes, 8 in the run of 2026-11-28) and
 judged by `compare_profiles` with its defaults (--max-slowdown 10%, false-alarm rate 1%).
 
 Models (OpenVINO IR, built with the opset API, fresh weights: weights do not change timing):
