@@ -142,6 +142,14 @@ def main() -> int:
     return write([result], Path(args.out), args.depth)
 
 
+def saved_series(work: Path, prefix: str, first: int) -> list[dict]:
+    """The saved profiles PREFIX{first}.json, PREFIX{first + 1}.json, ... up to the first one missing."""
+    profiles = []
+    while (path := work / f"{prefix}{first + len(profiles)}.json").exists():
+        profiles.append(json.loads(path.read_text()))
+    return profiles
+
+
 def judged(kind: str, repeat: int, report: dict) -> list[dict]:
     """One comparison's rows (one per latency cell), printed as a line; latency only: the slower
     net's file is also larger, a size regression by itself."""
@@ -183,7 +191,7 @@ def paired(args, config, gate, work: Path, base: Path, slow: Path) -> int:
             reused += 1
         else:
             report = profile_models(models, config, progress=False)
-            write_json(work / f"P{r}.json", report)
+            write_json(saved, report)
             loads.append(os.getloadavg()[0])
         pairs = [("same model", "twin")] + ([("slower model", "cand")] if r <= args.slow_repeats else [])
         for kind, name in pairs:
@@ -202,14 +210,11 @@ def pair_replay(work: Path, k: int, out: Path) -> int:
     """--pair-replay: the paired rule on an unpaired run's profiles (see its help)."""
     from edgeprune.compare import DEFAULT_ALPHA, paired_ratio_interval
 
-    def medians(name: str) -> dict[int, list[float]] | None:
-        path = work / f"{name}.json"
-        if not path.exists():
-            return None
-        return {int(c["batch"]): c["process_p50_ms"] for c in json.loads(path.read_text())["results"]}
+    def medians(profile: dict) -> dict[int, list[float]]:
+        return {int(c["batch"]): c["process_p50_ms"] for c in profile["results"]}
 
-    base = [m for m in (medians(f"B{i}") for i in range(10_000)) if m is not None]
-    slow = [m for m in (medians(f"S{i}") for i in range(1, 10_000)) if m is not None]
+    base = [medians(p) for p in saved_series(work, "B", 0)]
+    slow = [medians(p) for p in saved_series(work, "S", 1)]
     batches = sorted(base[0])
     alpha = DEFAULT_ALPHA / len(batches)
 
@@ -237,14 +242,7 @@ def regroup(work: Path, k: int, out: Path) -> int:
     from edgeprune.compare import CompareConfig, compare_profiles
     from edgeprune.profile import merge_processes
 
-    def series(prefix: str, first: int) -> list[dict]:
-        """PREFIX{first}.json, PREFIX{first + 1}.json, ... up to the first one missing."""
-        profiles = []
-        while (path := work / f"{prefix}{first + len(profiles)}.json").exists():
-            profiles.append(json.loads(path.read_text()))
-        return profiles
-
-    base, slow = series("B", 0), series("S", 1)
+    base, slow = saved_series(work, "B", 0), saved_series(work, "S", 1)
 
     def merged(profiles: list[dict]) -> dict:
         cells = {}

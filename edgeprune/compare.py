@@ -5,7 +5,7 @@ Entries pair by (model, format, batch, threads), and only at the same runtime in
 
 The latency rule, per paired cell, on the per-process medians both profiles keep
 (`process_p50_ms`, when both measured the cell in >= 5 fresh processes: `edgeprune profile`'s
-default is 8), else on the per-run times (`samples_ms`, profiles made with `--processes 1`):
+default is 16), else on the per-run times (`samples_ms`, profiles made with `--processes 1`):
 
     ratio  = Hodges-Lehmann estimate of candidate / baseline latency: the median, over all
              pairs (candidate run i, baseline run j), of c_i / b_j

@@ -60,9 +60,9 @@ class ProfileConfig:
     isolation: str = "process"
     # Fresh processes per cell (isolation="process"), taken in turns over the models and cells;
     # the runs and seconds above are shared among them. Latency varies more between processes
-    # than within one, so the processes, not the runs, are the sample `compare` judges; 16
-    # give a paired comparison its bound at 1% over up to 3 cells with power to spare
-    # (benchmarks/results/compare_gate.md).
+    # than within one, so the processes, not the runs, are the sample `compare` judges. A
+    # paired comparison needs 11 for a bound at 1% over 3 cells; 16 give one over up to 37
+    # (detection measured in benchmarks/results/compare_gate.md).
     processes: int = 16
     seed: int = 0
     input_shape: tuple[int, ...] | None = None  # override for models with dynamic H/W/C
