@@ -151,6 +151,10 @@ def compare_within(report: dict, baseline_model: str, candidate_model: str, conf
             raise EdgepruneError(f"{path}: no model {name!r} in the profile; it has {', '.join(sorted(names))}")
     if baseline_model == candidate_model:
         raise EdgepruneError("--baseline-model and --candidate-model name the same model")
+    for index, entry in enumerate(report["results"]):
+        if entry["model"] in (baseline_model, candidate_model) and not entry.get("process_p50_ms"):
+            raise EdgepruneError(f"{path}: results[{index}] has no per-process medians (process_p50_ms) "
+                                 "to pair turn by turn (truncated or edited?)")
 
     def side(name: str) -> dict:
         """The report restricted to one model, renamed to the candidate's name so cells pair."""

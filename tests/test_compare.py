@@ -203,6 +203,9 @@ def test_compare_within_refuses_what_it_cannot_pair():
         compare_within(profile, "base", "other", CompareConfig())
     with pytest.raises(EdgepruneError, match="same model"):
         compare_within(profile, "base", "base", CompareConfig())
+    edited = {**profile, "results": [{k: v for k, v in r.items() if k != "process_p50_ms"} for r in profile["results"]]}
+    with pytest.raises(EdgepruneError, match="no per-process medians"):
+        compare_within(edited, "base", "cand", CompareConfig())
     # Ten pairs cannot bound the ratio at 1% over three cells: reported, never failed.
     few = compare_within(_two_model_profile([10.0] * 10, [13.0] * 10), "base", "cand", CompareConfig(alpha=0.01 / 3))
     assert not few["latency"][0]["bounded"] and few["verdict"] == "pass"
