@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
@@ -10,6 +12,9 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 
 console = Console(stderr=True)
+# One INFO line per training epoch. Silent unless a handler is attached: the bench attaches one
+# for each cell, so a long cell's log shows where it is while its bars are off.
+epoch_log = logging.getLogger("edgeprune.progress")
 
 
 def make_progress(*, enabled: bool = True) -> Progress:
@@ -34,7 +39,8 @@ def progress_task(description: str, total: int, *, enabled: bool = True) -> Iter
 
 def keras_progress_callback(description: str, epochs: int, steps_per_epoch: int, *,
                             enabled: bool = True):
-    """A Keras callback drawing one bar over all training steps, with loss/accuracy."""
+    """A Keras callback drawing one bar over all training steps, with loss/accuracy, and
+    logging each finished epoch to `epoch_log`."""
     import tensorflow as tf
 
     class _Bar(tf.keras.callbacks.Callback):
@@ -47,10 +53,16 @@ def keras_progress_callback(description: str, epochs: int, steps_per_epoch: int,
 
         def on_epoch_begin(self, epoch, logs=None):
             self._epoch = epoch + 1
+            self._epoch_started = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):  # adversarial training's guard: held-out robust accuracy
             if logs and "robust_accuracy" in logs:
                 self._robust = f" robust {logs['robust_accuracy']:.3f}"
+            if epoch_log.isEnabledFor(logging.INFO):
+                values = " ".join(f"{k} {float(v):.3f}" for k, v in (logs or {}).items()
+                                  if k in ("loss", "accuracy", "adv_accuracy", "robust_accuracy"))
+                epoch_log.info("%s: epoch %d/%d %s (%.1f s)", description, epoch + 1, epochs, values,
+                               time.perf_counter() - self._epoch_started)
 
         def on_train_batch_end(self, batch, logs=None):
             logs = logs or {}

@@ -305,6 +305,10 @@ def test_interrupted_run_resumes_reuses_and_reports_like_a_clean_run(tmp_path, m
     assert "tfmot" in models and (clean / "report" / "report.md").exists()
     accuracy = (clean / "report" / "accuracy.csv").read_text()
     assert "fgsm@smallcnn" in accuracy and ",clean," in accuracy
+    # A cell's log says how far its training got, epoch by epoch (bars are off in cells).
+    logs = [p.read_text() for p in (clean / "cache" / "cells").glob("*/*/cell.log")]
+    train_log = next(text for text in logs if text.startswith("edgeprune.api.train"))
+    assert "train smallcnn: epoch 1/" in train_log and "accuracy" in train_log
 
 
 def test_quick_suite_end_to_end(tmp_path):

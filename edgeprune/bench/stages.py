@@ -111,7 +111,7 @@ def run_cell(job: CellJob) -> dict:
     started = time.perf_counter()
     log_path = staging / "cell.log"
     try:
-        with _redirect_output(log_path):
+        with _redirect_output(log_path), _epoch_lines():
             result = RUNNERS[job.stage](job, staging)
     except BaseException as exc:  # noqa: BLE001 - reported with the cell id, staging removed
         reason = str(exc) if isinstance(exc, EdgepruneError) else f"{type(exc).__name__}: {exc}"
@@ -147,6 +147,25 @@ def _remove(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _epoch_lines():
+    """Training epochs logged to the (redirected) stderr: a cell's log shows its progress."""
+    import logging
+
+    from edgeprune.progress import epoch_log
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    level = epoch_log.level
+    epoch_log.addHandler(handler)
+    epoch_log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        epoch_log.removeHandler(handler)
+        epoch_log.setLevel(level)
 
 
 @contextlib.contextmanager
