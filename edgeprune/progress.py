@@ -37,6 +37,14 @@ def progress_task(description: str, total: int, *, enabled: bool = True) -> Iter
         yield advance
 
 
+TRAIN_METRICS = ("loss", "accuracy", "adv_accuracy")  # what the bar and the epoch lines show
+
+
+def _metrics(logs: dict | None, keys: tuple[str, ...] = TRAIN_METRICS) -> str:
+    """'loss 1.234 accuracy 0.567 ...' for the `keys` present in Keras' `logs`."""
+    return " ".join(f"{k} {float(v):.3f}" for k, v in (logs or {}).items() if k in keys)
+
+
 def keras_progress_callback(description: str, epochs: int, steps_per_epoch: int, *,
                             enabled: bool = True):
     """A Keras callback drawing one bar over all training steps, with loss/accuracy, and
@@ -59,15 +67,12 @@ def keras_progress_callback(description: str, epochs: int, steps_per_epoch: int,
             if logs and "robust_accuracy" in logs:
                 self._robust = f" robust {logs['robust_accuracy']:.3f}"
             if epoch_log.isEnabledFor(logging.INFO):
-                values = " ".join(f"{k} {float(v):.3f}" for k, v in (logs or {}).items()
-                                  if k in ("loss", "accuracy", "adv_accuracy", "robust_accuracy"))
+                values = _metrics(logs, (*TRAIN_METRICS, "robust_accuracy"))
                 epoch_log.info("%s: epoch %d/%d %s (%.1f s)", description, epoch + 1, epochs, values,
                                time.perf_counter() - self._epoch_started)
 
         def on_train_batch_end(self, batch, logs=None):
-            logs = logs or {}
-            status = f"epoch {self._epoch}/{epochs} " + " ".join(
-                f"{k} {v:.3f}" for k, v in logs.items() if k in ("loss", "accuracy", "adv_accuracy")) + self._robust
+            status = f"epoch {self._epoch}/{epochs} " + _metrics(logs) + self._robust
             self._progress.update(self._task, advance=1, status=status)
 
         def on_train_end(self, logs=None):
